@@ -1,0 +1,3 @@
+from mcplane_sidecar.cli import main
+
+main()

@@ -1,0 +1,157 @@
+"""The ASGI application: MCP endpoints, health, readiness, status and metrics around one registry."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import Final
+
+import anyio
+from fastapi import FastAPI
+from mcp_types.jsonrpc import INTERNAL_ERROR
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from starlette.middleware.cors import CORSMiddleware
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+
+from mcplane_sidecar.backends.factory import build_backend, new_http_client
+from mcplane_sidecar.config import ConfigError, SidecarConfig
+from mcplane_sidecar.core.registry import SessionRegistry
+from mcplane_sidecar.front.legacy_sse import LegacySseEndpoints
+from mcplane_sidecar.front.responses import jsonrpc_error
+from mcplane_sidecar.front.security import Guard, read_tokens
+from mcplane_sidecar.front.stateless import StatelessRelay
+from mcplane_sidecar.front.streamable_http import StreamableHttpEndpoint
+from mcplane_sidecar.metrics import Metrics
+
+logger = logging.getLogger(__name__)
+
+READY_CHECK_TIMEOUT: Final = 5.0
+MCP_METHODS: Final = ["GET", "POST", "DELETE"]
+# Headers browsers may read and send cross-origin; MCP's own are not CORS-safelisted.
+CORS_EXPOSED: Final = ["mcp-session-id", "mcp-protocol-version"]
+CORS_ALLOWED: Final = ["*"]
+
+
+class Sidecar:
+    """Everything one running sidecar owns, built from its config; `app.state.sidecar`."""
+
+    def __init__(self, config: SidecarConfig, metrics: Metrics | None = None) -> None:
+        self.config = config
+        self.metrics = metrics or Metrics()
+        try:
+            tokens = read_tokens(secret.resolve() for secret in config.security.tokens)
+        except (OSError, ValueError) as exc:
+            raise ConfigError(f"security.tokens: {exc}") from None
+        if config.security.tokens and not tokens:
+            raise ConfigError("security.tokens: the configured sources hold no token")
+        self.guard = Guard(config.security, tokens)
+        self.http = new_http_client(config.backend)
+        self.backend = build_backend(config.backend, config.sessions, self.http, self.metrics)
+        self.registry = SessionRegistry(self.backend, config.sessions, self.metrics)
+        self.not_ready_reason: str | None = "not checked yet"
+
+    async def check_ready(self) -> str | None:
+        if self.registry.draining:
+            return "draining: shutting down"
+        reason: str | None = f"backend did not answer within {READY_CHECK_TIMEOUT:g} s"
+        with anyio.move_on_after(READY_CHECK_TIMEOUT):
+            reason = await self.backend.check_ready()
+        self.metrics.ready.set(0 if reason else 1)
+        if reason != self.not_ready_reason:
+            log = logger.warning if reason else logger.info
+            log("backend %s", f"not ready: {reason}" if reason else "ready")
+        self.not_ready_reason = reason
+        return reason
+
+    @asynccontextmanager
+    async def running(self) -> AsyncIterator[None]:
+        try:
+            async with self.registry.run():
+                await self.check_ready()
+                yield
+        finally:
+            with anyio.CancelScope(shield=True):
+                await self.backend.aclose()
+                await self.http.aclose()
+
+
+def create_app(config: SidecarConfig, *, metrics: Metrics | None = None) -> FastAPI:
+    sidecar = Sidecar(config, metrics)
+
+    @asynccontextmanager
+    async def lifespan(_: FastAPI) -> AsyncIterator[None]:
+        async with sidecar.running():
+            yield
+
+    app = FastAPI(title=f"mcplane sidecar ({config.name})", lifespan=lifespan, docs_url=None, redoc_url=None)
+    app.state.sidecar = sidecar
+    sessions = config.sessions
+    stateless = StatelessRelay(
+        sidecar.backend, sidecar.registry, sidecar.metrics, request_timeout=sessions.request_timeout
+    )
+    mcp = StreamableHttpEndpoint(
+        sidecar.registry,
+        sidecar.guard,
+        sidecar.metrics,
+        stateless,
+        max_body_bytes=sessions.max_body_bytes,
+        request_timeout=sessions.request_timeout,
+        forward_authorization=config.backend.forward_authorization,
+    )
+    legacy = LegacySseEndpoints(
+        sidecar.registry,
+        sidecar.guard,
+        message_path=config.server.message_path,
+        max_body_bytes=sessions.max_body_bytes,
+        forward_authorization=config.backend.forward_authorization,
+    )
+    app.add_api_route(config.server.path, mcp, methods=MCP_METHODS, include_in_schema=False)
+    app.add_api_route(config.server.sse_path, legacy.stream, methods=["GET"], include_in_schema=False)
+    app.add_api_route(config.server.message_path, legacy.post, methods=["POST"], include_in_schema=False)
+
+    @app.exception_handler(Exception)
+    async def unexpected(request: Request, exc: Exception) -> Response:
+        # Never a stack trace to a client: log it, answer a JSON-RPC internal error.
+        logger.exception("unexpected error serving %s %s", request.method, request.url.path, exc_info=exc)
+        return jsonrpc_error(500, None, INTERNAL_ERROR, "Internal error in the proxy")
+
+    @app.get("/healthz", include_in_schema=False)
+    async def healthz() -> JSONResponse:
+        return JSONResponse({"status": "ok"})
+
+    @app.get("/readyz", include_in_schema=False)
+    async def readyz() -> JSONResponse:
+        reason = await sidecar.check_ready()
+        if reason:
+            return JSONResponse({"ready": False, "reason": reason}, status_code=503)
+        return JSONResponse({"ready": True})
+
+    @app.get("/status", include_in_schema=False)
+    async def status() -> JSONResponse:
+        registry = sidecar.registry
+        return JSONResponse(
+            {
+                "name": config.name,
+                "backend": config.backend.kind,
+                "activeSessions": len(registry.sessions),
+                "maxSessions": sessions.max_sessions,
+                "inflightRequests": registry.inflight,
+                "draining": registry.draining,
+            }
+        )
+
+    @app.get("/metrics", include_in_schema=False)
+    async def metrics_endpoint(_: Request) -> Response:
+        return Response(generate_latest(sidecar.metrics.registry), media_type=CONTENT_TYPE_LATEST)
+
+    if config.security.cors_origins:
+        app.add_middleware(
+            CORSMiddleware,
+            allow_origins=config.security.cors_origins,
+            allow_methods=MCP_METHODS,
+            allow_headers=CORS_ALLOWED,
+            expose_headers=CORS_EXPOSED,
+        )
+    return app

@@ -1,0 +1,48 @@
+"""Builds the configured backend; the one place that knows every backend kind."""
+
+from __future__ import annotations
+
+import httpx2
+
+from mcplane_sidecar.backends.auto import AutoBackend
+from mcplane_sidecar.backends.base import Backend
+from mcplane_sidecar.backends.http import HttpBackend
+from mcplane_sidecar.backends.sse import SseBackend
+from mcplane_sidecar.backends.stdio import StdioBackend
+from mcplane_sidecar.config import BackendConfig, ConfigError, SessionConfig
+from mcplane_sidecar.metrics import Metrics
+
+
+def resolve_headers(config: BackendConfig) -> dict[str, str]:
+    try:
+        return {name: value.resolve() for name, value in config.headers.items()}
+    except (OSError, ValueError) as exc:
+        raise ConfigError(f"backend.headers: {exc}") from None
+
+
+def new_http_client(config: BackendConfig) -> httpx2.AsyncClient:
+    # No read timeout: SSE streams idle legitimately; the proxy enforces request deadlines itself.
+    return httpx2.AsyncClient(
+        timeout=httpx2.Timeout(config.connect_timeout, read=None),
+        limits=httpx2.Limits(max_connections=None, max_keepalive_connections=256),
+        follow_redirects=False,
+    )
+
+
+def build_backend(
+    config: BackendConfig, sessions: SessionConfig, http: httpx2.AsyncClient, metrics: Metrics
+) -> Backend:
+    headers = resolve_headers(config)
+    if config.kind == "stdio":
+        assert config.stdio is not None
+        return StdioBackend(config.stdio, metrics, request_timeout=sessions.request_timeout)
+    assert config.url is not None
+    http_backend = HttpBackend(config.url, headers=headers, http=http, metrics=metrics)
+    if config.kind == "http":
+        return http_backend
+    sse_backend = SseBackend(
+        config.url, headers=headers, http=http, metrics=metrics, connect_timeout=config.connect_timeout
+    )
+    if config.kind == "sse":
+        return sse_backend
+    return AutoBackend(config.url, http_backend, sse_backend)

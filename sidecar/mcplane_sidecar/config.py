@@ -1,0 +1,202 @@
+"""Sidecar configuration: one typed model, loaded from YAML, CLI flags and `MCPLANE_*` environment overrides.
+
+The operator renders exactly this schema into a ConfigMap. Bad settings fail here, at start-up, with a
+clear message; nothing reads the environment at import time.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+ENV_PREFIX = "MCPLANE_"
+# `MCPLANE_SESSIONS__MAX_SESSIONS=50` sets sessions.max_sessions: the double underscore walks one level down.
+ENV_NESTING = "__"
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class SecretValue(_Strict):
+    """A value given literally, or read from an environment variable or a file (a mounted Secret)."""
+
+    value: str | None = None
+    env: str | None = None
+    file: Path | None = None
+
+    @model_validator(mode="after")
+    def _exactly_one(self) -> SecretValue:
+        given = [x for x in (self.value, self.env, self.file) if x is not None]
+        if len(given) != 1:
+            raise ValueError("give exactly one of value, env or file")
+        return self
+
+    def resolve(self) -> str:
+        if self.value is not None:
+            return self.value
+        if self.env is not None:
+            if self.env not in os.environ:
+                raise ValueError(f"environment variable {self.env} is not set")
+            return os.environ[self.env]
+        assert self.file is not None
+        return self.file.read_text(encoding="utf-8").strip()
+
+
+class ServerConfig(_Strict):
+    host: str = Field("127.0.0.1", description="Address to listen on (0.0.0.0 inside a pod).")
+    port: int = Field(8080, ge=0, le=65535, description="Port for MCP traffic, health and metrics.")
+    transport: Literal["http", "sse", "stdio"] = Field(
+        "http",
+        description="Front transport. `http` serves Streamable HTTP (both eras) at `path` and legacy SSE "
+        "at `sse_path`; `sse` is the same server (kept for the original CLI); `stdio` reads stdin.",
+    )
+    path: str = Field("/mcp", pattern=r"^/", description="Streamable HTTP endpoint.")
+    sse_path: str = Field("/sse", pattern=r"^/", description="Legacy HTTP+SSE stream endpoint.")
+    message_path: str = Field("/messages/", pattern=r"^/", description="Legacy HTTP+SSE POST endpoint.")
+
+
+class StdioBackendConfig(_Strict):
+    command: str = Field(description="Executable of the MCP server to run.")
+    args: list[str] = Field(default_factory=list)
+    env: dict[str, str] = Field(default_factory=dict, description="Extra environment for the server.")
+    cwd: Path | None = None
+    restart_initial_delay: float = Field(0.5, gt=0, description="First restart delay after a crash (s).")
+    restart_max_delay: float = Field(30.0, gt=0, description="Cap of the exponential restart backoff (s).")
+    stderr: Literal["inherit", "log", "discard"] = Field("log", description="Where the server's stderr goes.")
+
+
+class BackendConfig(_Strict):
+    kind: Literal["auto", "http", "sse", "stdio"] = Field(
+        "auto", description="`auto` tries Streamable HTTP first and falls back to legacy SSE."
+    )
+    url: str | None = Field(None, description="URL of a remote MCP server (http, sse, auto).")
+    stdio: StdioBackendConfig | None = None
+    headers: dict[str, SecretValue] = Field(
+        default_factory=dict, description="Headers added to every backend HTTP request."
+    )
+    forward_authorization: bool = Field(
+        False,
+        description="Forward the client's Authorization header upstream. Off by default: token passthrough "
+        "is forbidden unless the backend is the same resource.",
+    )
+    connect_timeout: float = Field(10.0, gt=0, description="Seconds to connect to the backend.")
+
+    @model_validator(mode="after")
+    def _needs_target(self) -> BackendConfig:
+        if self.kind == "stdio" and self.stdio is None:
+            raise ValueError("backend.kind stdio needs backend.stdio.command")
+        if self.kind in ("auto", "http", "sse") and not self.url:
+            raise ValueError(f"backend.kind {self.kind} needs backend.url")
+        if self.url and not self.url.startswith(("http://", "https://")):
+            raise ValueError("backend.url must be an http:// or https:// URL")
+        return self
+
+
+class SessionConfig(_Strict):
+    max_sessions: int = Field(1000, ge=1, description="Open sessions allowed; beyond it 503 + Retry-After.")
+    idle_timeout: float = Field(
+        900.0, gt=0, description="Seconds without traffic before a session is closed."
+    )
+    request_timeout: float = Field(300.0, gt=0, description="Seconds a request may wait for its response.")
+    max_inflight: int = Field(1024, ge=1, description="Requests in flight across all sessions.")
+    max_body_bytes: int = Field(4 * 1024 * 1024, ge=1024, description="Largest POST body accepted (413).")
+    replay_buffer: int = Field(
+        256, ge=0, description="Events kept per SSE stream for Last-Event-ID resumption."
+    )
+
+
+class SecurityConfig(_Strict):
+    allowed_origins: list[str] = Field(
+        default_factory=list,
+        description="Origins accepted besides loopback ones; a present Origin not listed gets 403. "
+        "`*` accepts any origin.",
+    )
+    cors_origins: list[str] = Field(default_factory=list, description="Origins answered with CORS headers.")
+    tokens: list[SecretValue] = Field(
+        default_factory=list,
+        description="Bearer tokens accepted from clients; each value may hold several, one per line.",
+    )
+
+
+class LoggingConfig(_Strict):
+    level: Literal["debug", "info", "warning", "error"] = "info"
+    json_format: bool = Field(True, alias="json", description="One JSON object per line.")
+
+
+class SidecarConfig(_Strict):
+    name: str = Field("mcplane", description="Name shown in logs and metrics.")
+    server: ServerConfig = Field(default_factory=ServerConfig)  # type: ignore[arg-type]
+    backend: BackendConfig
+    sessions: SessionConfig = Field(default_factory=SessionConfig)  # type: ignore[arg-type]
+    security: SecurityConfig = Field(default_factory=SecurityConfig)
+    logging: LoggingConfig = Field(default_factory=LoggingConfig)  # type: ignore[arg-type]
+    drain_timeout: float = Field(25.0, ge=0, description="Seconds in-flight requests get after SIGTERM.")
+
+
+class ConfigError(ValueError):
+    """The configuration cannot be used; the message says which setting and why."""
+
+
+def _overlay(base: dict[str, Any], path: list[str], value: Any) -> None:
+    node = base
+    for key in path[:-1]:
+        child = node.setdefault(key, {})
+        if not isinstance(child, dict):
+            raise ConfigError(f"{ENV_PREFIX}{ENV_NESTING.join(path).upper()}: {key} is not a section")
+        node = child
+    node[path[-1]] = value
+
+
+def env_overrides(environ: Mapping[str, str]) -> dict[str, Any]:
+    """`MCPLANE_A__B=v` becomes {"a": {"b": v}}; values are parsed as YAML scalars (numbers, booleans)."""
+    tree: dict[str, Any] = {}
+    for key, raw in environ.items():
+        if not key.startswith(ENV_PREFIX) or key == f"{ENV_PREFIX}CONFIG":
+            continue
+        path = [part.lower() for part in key[len(ENV_PREFIX) :].split(ENV_NESTING)]
+        _overlay(tree, path, yaml.safe_load(raw) if raw else raw)
+    return tree
+
+
+def merge(base: dict[str, Any], override: Mapping[str, Any]) -> dict[str, Any]:
+    merged = dict(base)
+    for key, value in override.items():
+        if isinstance(value, Mapping) and isinstance(merged.get(key), dict):
+            merged[key] = merge(merged[key], value)
+        else:
+            merged[key] = value
+    return merged
+
+
+def build_config(*layers: Mapping[str, Any]) -> SidecarConfig:
+    """Merge layers (later wins) and validate; every problem is reported at once, by setting name."""
+    data: dict[str, Any] = {}
+    for layer in layers:
+        data = merge(data, layer)
+    try:
+        return SidecarConfig.model_validate(data)
+    except ValidationError as exc:
+        problems = "; ".join(
+            f"{'.'.join(str(p) for p in err['loc']) or '(top)'}: {err['msg']}" for err in exc.errors()
+        )
+        raise ConfigError(f"invalid configuration: {problems}") from None
+
+
+def load_config_file(path: Path) -> dict[str, Any]:
+    try:
+        loaded = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except OSError as exc:
+        raise ConfigError(f"cannot read config file {path}: {exc.strerror}") from None
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"config file {path} is not valid YAML: {exc}") from None
+    if loaded is None:
+        return {}
+    if not isinstance(loaded, dict):
+        raise ConfigError(f"config file {path} must hold a mapping at the top level")
+    return loaded

@@ -1,0 +1,146 @@
+"""2026-07-28 stateless requests: checked against their headers, then relayed one POST per request.
+
+With a Streamable HTTP backend the POST goes upstream as it came (every `Mcp-*` header included, also
+the `Mcp-Param-*` ones we do not recognise) and the answer streams back byte for byte; when the client
+closes its stream the upstream request is closed too, which is how this era cancels. A backend that
+only speaks the handshake era answers, as such a server would, that 2026-07-28 is not supported, so
+clients fall back to `initialize`.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import AsyncIterator, Mapping
+from typing import Final
+
+import httpx2
+from mcp.shared.inbound import (
+    ERROR_CODE_HTTP_STATUS,
+    InboundLadderRejection,
+    classify_inbound_request,
+    find_duplicated_routing_header,
+)
+from mcp_types.jsonrpc import HEADER_MISMATCH, UNSUPPORTED_PROTOCOL_VERSION
+from mcp_types.version import HANDSHAKE_PROTOCOL_VERSIONS
+from starlette.requests import Request
+from starlette.responses import Response, StreamingResponse
+
+from mcplane_sidecar.backends.auto import AutoBackend
+from mcplane_sidecar.backends.base import Backend
+from mcplane_sidecar.backends.http import HttpBackend
+from mcplane_sidecar.core.registry import SessionRegistry
+from mcplane_sidecar.errors import BACKEND_UNAVAILABLE, ProxyError
+from mcplane_sidecar.front.responses import STREAM_HEADERS, jsonrpc_error, proxy_error_response
+from mcplane_sidecar.jsonrpc import Message, is_request, method_of, request_id
+from mcplane_sidecar.metrics import Metrics
+
+logger = logging.getLogger(__name__)
+
+# Hop-by-hop and session headers are ours; every other `mcp-*` header belongs to the request.
+NOT_FORWARDED: Final = frozenset({"mcp-session-id"})
+RESPONSE_HEADERS: Final = ("content-type",)
+
+
+class StatelessRelay:
+    def __init__(
+        self, backend: Backend, registry: SessionRegistry, metrics: Metrics, *, request_timeout: float
+    ) -> None:
+        self.backend = backend
+        self.registry = registry
+        self.metrics = metrics
+        self.request_timeout = request_timeout
+
+    async def handle(
+        self, request: Request, body: bytes, message: Message, forwarded: Mapping[str, str]
+    ) -> Response:
+        rid = request_id(message)
+        raw_headers = [(k.decode("latin-1"), v.decode("latin-1")) for k, v in request.headers.raw]
+        duplicated = find_duplicated_routing_header(raw_headers)
+        if duplicated is not None:
+            return jsonrpc_error(400, rid, HEADER_MISMATCH, f"{duplicated} header given more than once")
+        if is_request(message):
+            verdict = classify_inbound_request(
+                message, headers={k.lower(): v for k, v in request.headers.items()}
+            )
+            if isinstance(verdict, InboundLadderRejection):
+                status = ERROR_CODE_HTTP_STATUS.get(verdict.code, 400)
+                return jsonrpc_error(status, rid, verdict.code, verdict.message, data=verdict.data)
+        try:
+            target = await self.backend.resolve() if isinstance(self.backend, AutoBackend) else self.backend
+        except ProxyError as exc:
+            return proxy_error_response(exc, rid)
+        if not isinstance(target, HttpBackend):
+            return jsonrpc_error(
+                400,
+                rid,
+                UNSUPPORTED_PROTOCOL_VERSION,
+                "Unsupported protocol version: this backend speaks the handshake era; initialize a session",
+                data={
+                    "supported": list(HANDSHAKE_PROTOCOL_VERSIONS),
+                    "requested": request.headers.get("mcp-protocol-version"),
+                },
+            )
+        try:
+            return await self._relay_http(target, request, body, message, forwarded)
+        except ProxyError as exc:
+            return proxy_error_response(exc, rid)
+
+    async def _relay_http(
+        self,
+        backend: HttpBackend,
+        request: Request,
+        body: bytes,
+        message: Message,
+        forwarded: Mapping[str, str],
+    ) -> Response:
+        rid = request_id(message)
+        headers = {
+            name: value
+            for name, value in request.headers.items()
+            if name.lower().startswith("mcp-") and name.lower() not in NOT_FORWARDED
+        }
+        headers["content-type"] = "application/json"
+        headers["accept-encoding"] = "identity"  # bytes are relayed raw, so they must arrive unencoded
+        headers["accept"] = request.headers.get("accept", "application/json, text/event-stream")
+        headers.update(forwarded)
+        self.registry.acquire_inflight()
+        started = time.monotonic()
+        method = method_of(message) or ""
+        upstream_request = backend.http.build_request(
+            "POST",
+            backend.url,
+            content=body,
+            headers={**backend.headers, **headers},
+            timeout=httpx2.Timeout(backend.http.timeout.connect, read=self.request_timeout),
+        )
+        try:
+            upstream = await backend.http.send(upstream_request, stream=True)
+        except httpx2.HTTPError as exc:
+            self.registry.release_inflight()
+            self.metrics.backend_errors.labels(kind="connect").inc()
+            logger.warning("stateless relay: backend unreachable: %s", type(exc).__name__)
+            return jsonrpc_error(
+                503, rid, BACKEND_UNAVAILABLE, "backend unreachable", headers={"retry-after": "1"}
+            )
+
+        async def relay() -> AsyncIterator[bytes]:
+            outcome = "ok" if upstream.status_code < 400 else f"http_{upstream.status_code}"
+            try:
+                async for chunk in upstream.aiter_raw():
+                    yield chunk
+            except httpx2.HTTPError as exc:
+                outcome = "backend_error"
+                self.metrics.backend_errors.labels(kind="stream").inc()
+                logger.warning("stateless relay: backend stream broke: %s", type(exc).__name__)
+            finally:
+                # Reached also when the client goes away: closing upstream is the cancellation.
+                await upstream.aclose()
+                self.registry.release_inflight()
+                self.metrics.requests.labels(method=method, outcome=outcome).inc()
+                self.metrics.request_duration.labels(method=method).observe(time.monotonic() - started)
+
+        response_headers = {k: upstream.headers[k] for k in RESPONSE_HEADERS if k in upstream.headers}
+        if response_headers.get("content-type", "").startswith("text/event-stream"):
+            response_headers.update(STREAM_HEADERS)
+        return StreamingResponse(relay(), status_code=upstream.status_code, headers=response_headers)

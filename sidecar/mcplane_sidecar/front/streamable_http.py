@@ -1,0 +1,315 @@
+"""The Streamable HTTP endpoint: 2025-era sessions and 2026-07-28 stateless requests on one path.
+
+A POST whose body carries the `_meta` protocol envelope is stateless (front/stateless.py); an
+`initialize` opens a session; everything else needs `Mcp-Session-Id`. Messages pass through untouched.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import AsyncIterator
+from typing import Final
+
+import anyio
+from mcp_types.jsonrpc import INVALID_REQUEST, PARSE_ERROR
+from mcp_types.version import HANDSHAKE_PROTOCOL_VERSIONS, MODERN_PROTOCOL_VERSIONS
+from sse_starlette import ServerSentEvent
+from starlette.requests import ClientDisconnect, Request
+from starlette.responses import JSONResponse, Response
+
+from mcplane_sidecar.backends.base import LinkOptions
+from mcplane_sidecar.core.registry import SessionRegistry, principal_of
+from mcplane_sidecar.core.replay import parse_event_id
+from mcplane_sidecar.core.session import ProxySession
+from mcplane_sidecar.errors import BACKEND_TIMEOUT, REQUEST_TOO_LARGE, UNAUTHORIZED, ProxyError
+from mcplane_sidecar.front.responses import (
+    follow_stream,
+    jsonrpc_error,
+    proxy_error_response,
+    sse_response,
+)
+from mcplane_sidecar.front.security import Guard
+from mcplane_sidecar.front.stateless import StatelessRelay
+from mcplane_sidecar.jsonrpc import (
+    MalformedMessage,
+    Message,
+    is_request,
+    is_stateless,
+    method_of,
+    parse_message,
+    request_id,
+)
+from mcplane_sidecar.metrics import Metrics
+
+logger = logging.getLogger(__name__)
+
+MCP_SESSION_ID: Final = "mcp-session-id"
+MCP_PROTOCOL_VERSION: Final = "mcp-protocol-version"
+LAST_EVENT_ID: Final = "last-event-id"
+
+
+class BodyTooLarge(Exception):
+    pass
+
+
+async def read_body(request: Request, limit: int) -> bytes:
+    declared = request.headers.get("content-length")
+    if declared is not None and declared.isdigit() and int(declared) > limit:
+        raise BodyTooLarge
+    chunks: list[bytes] = []
+    size = 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > limit:
+            raise BodyTooLarge
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+def accepts(request: Request, media_type: str) -> bool:
+    accept = request.headers.get("accept", "")
+    return (
+        any(
+            part.split(";")[0].strip() in (media_type, "*/*", media_type.split("/", maxsplit=1)[0] + "/*")
+            for part in accept.split(",")
+        )
+        or not accept
+    )
+
+
+class ClientContext:
+    """What the front learned about the caller before the body: principal and forwardable headers."""
+
+    def __init__(self, principal: str | None, forwarded: dict[str, str]) -> None:
+        self.principal = principal
+        self.forwarded = forwarded
+
+
+class StreamableHttpEndpoint:
+    def __init__(
+        self,
+        registry: SessionRegistry,
+        guard: Guard,
+        metrics: Metrics,
+        stateless: StatelessRelay,
+        *,
+        max_body_bytes: int,
+        request_timeout: float,
+        forward_authorization: bool,
+    ) -> None:
+        self.registry = registry
+        self.guard = guard
+        self.metrics = metrics
+        self.stateless = stateless
+        self.max_body_bytes = max_body_bytes
+        self.request_timeout = request_timeout
+        self.forward_authorization = forward_authorization
+
+    async def __call__(self, request: Request) -> Response:
+        if not self.guard.origin_allowed(request):
+            self.metrics.session_rejections.labels(reason="origin").inc()
+            logger.warning("refused a request from origin %s", request.headers.get("origin"))
+            return jsonrpc_error(403, None, INVALID_REQUEST, "Forbidden: origin not allowed")
+        accepted, token = self.guard.authenticate(request)
+        if not accepted:
+            self.metrics.session_rejections.labels(reason="unauthorized").inc()
+            return jsonrpc_error(
+                401,
+                None,
+                UNAUTHORIZED,
+                "Unauthorized: a valid bearer token is required",
+                headers={"www-authenticate": 'Bearer realm="mcplane"'},
+            )
+        forwarded = {}
+        if self.forward_authorization and "authorization" in request.headers:
+            forwarded["authorization"] = request.headers["authorization"]
+        client = ClientContext(principal_of(token), forwarded)
+        try:
+            if request.method == "POST":
+                return await self._post(request, client)
+            if request.method == "GET":
+                return await self._get(request, client)
+            if request.method == "DELETE":
+                return self._delete(request, client)
+        except ProxyError as exc:
+            return proxy_error_response(exc, None)
+        return Response(status_code=405, headers={"allow": "GET, POST, DELETE"})
+
+    # --- POST ----------------------------------------------------------------------------------
+
+    async def _post(self, request: Request, client: ClientContext) -> Response:
+        content_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
+        if content_type != "application/json":
+            return jsonrpc_error(
+                415, None, INVALID_REQUEST, "Unsupported Media Type: Content-Type must be application/json"
+            )
+        try:
+            body = await read_body(request, self.max_body_bytes)
+        except BodyTooLarge:
+            self.metrics.session_rejections.labels(reason="too_large").inc()
+            return jsonrpc_error(
+                413, None, REQUEST_TOO_LARGE, f"Request body exceeds {self.max_body_bytes} bytes"
+            )
+        except ClientDisconnect:
+            return Response(status_code=400)
+        try:
+            message = parse_message(body)
+        except MalformedMessage as exc:
+            return jsonrpc_error(400, None, exc.code, str(exc))
+        version_header = request.headers.get(MCP_PROTOCOL_VERSION)
+        if is_stateless(message) or (
+            version_header in MODERN_PROTOCOL_VERSIONS and method_of(message) != "initialize"
+        ):
+            return await self.stateless.handle(request, body, message, client.forwarded)
+        if version_header is not None and version_header not in HANDSHAKE_PROTOCOL_VERSIONS:
+            return jsonrpc_error(
+                400,
+                request_id(message),
+                INVALID_REQUEST,
+                f"Bad Request: unsupported protocol version {version_header}",
+            )
+        try:
+            return await self._dispatch(request, client, message)
+        except ProxyError as exc:
+            return proxy_error_response(exc, request_id(message))
+
+    async def _dispatch(self, request: Request, client: ClientContext, message: Message) -> Response:
+        if method_of(message) == "initialize":
+            if MCP_SESSION_ID in request.headers:
+                # Re-initializing inside a session is the backend's call; pass it along.
+                session = self._session(request, client)
+                return await self._relay_request(request, session, message)
+            return await self._initialize(message, client)
+        session = self._session(request, client, message)
+        if is_request(message):
+            return await self._relay_request(request, session, message)
+        await session.notify(message)
+        return Response(status_code=202)
+
+    def _session(
+        self, request: Request, client: ClientContext, message: Message | None = None
+    ) -> ProxySession:
+        session_id = request.headers.get(MCP_SESSION_ID)
+        if session_id is None:
+            raise _MissingSession()
+        return self.registry.get(session_id, client.principal)
+
+    async def _initialize(self, message: Message, client: ClientContext) -> Response:
+        rid = request_id(message)
+        try:
+            session = await self.registry.open_session(
+                "2025", client.principal, LinkOptions(dict(client.forwarded))
+            )
+        except ProxyError as exc:
+            return proxy_error_response(exc, rid)
+        try:
+            async with self.registry.inflight_slot():
+                stream = await session.request(message)
+                reply: Message | None = None
+                with anyio.move_on_after(self.request_timeout):
+                    async for _, event in stream.follow():
+                        if request_id(event) == rid and "method" not in event:
+                            reply = event
+        except ProxyError as exc:
+            session.close()
+            return proxy_error_response(exc, rid)
+        if reply is None:
+            session.close()
+            return jsonrpc_error(504, rid, BACKEND_TIMEOUT, "backend did not answer initialize in time")
+        if "error" in reply:
+            session.close()
+            return JSONResponse(reply)
+        return JSONResponse(reply, headers={MCP_SESSION_ID: session.session_id})
+
+    async def _relay_request(self, request: Request, session: ProxySession, message: Message) -> Response:
+        rid = request_id(message)
+        try:
+            self.registry.acquire_inflight()
+        except ProxyError as exc:
+            return proxy_error_response(exc, rid)
+        try:
+            stream = await session.request(message)
+        except ProxyError as exc:
+            self.registry.release_inflight()
+            return proxy_error_response(exc, rid)
+        if not accepts(request, "text/event-stream"):
+            # A JSON-only client gets the final response alone.
+            try:
+                reply: Message | None = None
+                async for _, event in stream.follow():
+                    if request_id(event) == rid and "method" not in event:
+                        reply = event
+                return JSONResponse(reply)
+            finally:
+                self.registry.release_inflight()
+
+        async def events() -> AsyncIterator[ServerSentEvent]:
+            try:
+                async for event in follow_stream(stream, 0, prime=True):
+                    yield event
+            finally:
+                self.registry.release_inflight()
+
+        return sse_response(events())
+
+    # --- GET -----------------------------------------------------------------------------------
+
+    async def _get(self, request: Request, client: ClientContext) -> Response:
+        if not accepts(request, "text/event-stream"):
+            return jsonrpc_error(
+                406, None, INVALID_REQUEST, "Not Acceptable: GET needs Accept: text/event-stream"
+            )
+        if request.headers.get(MCP_PROTOCOL_VERSION) in MODERN_PROTOCOL_VERSIONS:
+            return Response(status_code=405, headers={"allow": "POST"})
+        try:
+            session = self._session(request, client)
+        except _MissingSession:
+            return jsonrpc_error(400, None, INVALID_REQUEST, "Bad Request: Mcp-Session-Id header is required")
+        resume = request.headers.get(LAST_EVENT_ID)
+        if resume is not None:
+            position = parse_event_id(resume)
+            stream = session.find_stream(position[0]) if position else None
+            if position is None or stream is None:
+                return jsonrpc_error(400, None, INVALID_REQUEST, "Bad Request: unknown Last-Event-ID")
+            if stream is not session.standing:
+                return sse_response(follow_stream(stream, position[1], prime=False))
+            after = position[1]
+        else:
+            after = 0
+        if session.listeners:
+            return jsonrpc_error(
+                409, None, INVALID_REQUEST, "Conflict: a GET stream is already open for this session"
+            )
+        return sse_response(self._listen(session, after))
+
+    async def _listen(self, session: ProxySession, after: int) -> AsyncIterator[ServerSentEvent]:
+        session.listeners += 1
+        try:
+            async with session.open_backend_listener().listen():
+                async for event in follow_stream(session.standing, after, prime=after == 0):
+                    yield event
+        finally:
+            session.listeners -= 1
+            session.last_seen = time.monotonic()
+
+    # --- DELETE --------------------------------------------------------------------------------
+
+    def _delete(self, request: Request, client: ClientContext) -> Response:
+        try:
+            session = self._session(request, client)
+        except _MissingSession:
+            return jsonrpc_error(400, None, INVALID_REQUEST, "Bad Request: Mcp-Session-Id header is required")
+        self.registry.close(session)
+        return Response(status_code=200)
+
+
+class _MissingSession(ProxyError):
+    code = INVALID_REQUEST
+    http_status = 400
+
+    def __init__(self) -> None:
+        super().__init__("Bad Request: Mcp-Session-Id header is required")
+
+
+__all__ = ["PARSE_ERROR", "StreamableHttpEndpoint"]

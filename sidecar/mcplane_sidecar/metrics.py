@@ -1,0 +1,57 @@
+"""Prometheus metrics of one sidecar. Each app owns its registry, so several can live in one process."""
+
+from __future__ import annotations
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+
+# Tool calls through a proxy span sub-millisecond pings to minutes-long tools.
+LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300)
+
+
+class Metrics:
+    def __init__(self, registry: CollectorRegistry | None = None) -> None:
+        self.registry = registry or CollectorRegistry()
+        r = self.registry
+        self.sessions_active = Gauge(
+            "mcplane_sessions_active", "Client sessions currently open.", ["era"], registry=r
+        )
+        self.sessions_total = Counter(
+            "mcplane_sessions_total", "Client sessions opened since start.", ["era"], registry=r
+        )
+        self.session_rejections = Counter(
+            "mcplane_session_rejections_total",
+            "Requests refused before reaching a session (limit, draining, unknown, auth).",
+            ["reason"],
+            registry=r,
+        )
+        self.requests = Counter(
+            "mcplane_requests_total",
+            "JSON-RPC requests relayed, by method and outcome.",
+            ["method", "outcome"],
+            registry=r,
+        )
+        self.request_duration = Histogram(
+            "mcplane_request_duration_seconds",
+            "Time from a client request to its response.",
+            ["method"],
+            buckets=LATENCY_BUCKETS,
+            registry=r,
+        )
+        self.backend_errors = Counter(
+            "mcplane_backend_errors_total", "Failures talking to the backend, by kind.", ["kind"], registry=r
+        )
+        self.inflight = Gauge("mcplane_inflight_requests", "Requests awaiting a response.", registry=r)
+        self.backend_restarts = Counter(
+            "mcplane_backend_restarts_total",
+            "Backend processes restarted or sessions re-initialized.",
+            ["reason"],
+            registry=r,
+        )
+        self.dropped_messages = Counter(
+            "mcplane_dropped_messages_total",
+            "Backend messages that had no client to go to.",
+            ["reason"],
+            registry=r,
+        )
+        self.max_sessions = Gauge("mcplane_sessions_limit", "The configured session limit.", registry=r)
+        self.ready = Gauge("mcplane_backend_ready", "1 when the backend answered its last check.", registry=r)

@@ -1,0 +1,80 @@
+"""Running the sidecar: uvicorn for HTTP with a SIGTERM drain, or the stdio pump."""
+
+from __future__ import annotations
+
+import logging
+import signal
+import time
+from types import FrameType
+
+import anyio
+import uvicorn
+
+from mcplane_sidecar.app import Sidecar, create_app
+from mcplane_sidecar.config import SidecarConfig
+from mcplane_sidecar.front.stdio_front import serve_stdio
+
+logger = logging.getLogger(__name__)
+
+# Long-lived GET streams never finish on their own; after the drain they get this long to close.
+STREAM_CLOSE_GRACE = 1
+
+
+class DrainingServer(uvicorn.Server):
+    """First SIGTERM: stop admitting sessions, let in-flight requests finish (up to the drain timeout),
+    then shut down and exit 0. A second signal exits at once."""
+
+    def __init__(self, config: uvicorn.Config, sidecar: Sidecar, drain_timeout: float) -> None:
+        super().__init__(config)
+        self.sidecar = sidecar
+        self.drain_timeout = drain_timeout
+        self._drain_started: float | None = None
+
+    def handle_exit(self, sig: int, frame: FrameType | None) -> None:
+        if self._drain_started is not None or sig == signal.SIGINT:
+            super().handle_exit(sig, frame)
+            return
+        self._drain_started = time.monotonic()
+        self.sidecar.registry.draining = True
+        logger.info(
+            "draining: no new sessions; waiting for %d in-flight requests (up to %g s)",
+            self.sidecar.registry.inflight,
+            self.drain_timeout,
+        )
+
+    async def on_tick(self, counter: int) -> bool:
+        if self._drain_started is not None and not self.should_exit:
+            elapsed = time.monotonic() - self._drain_started
+            if self.sidecar.registry.inflight == 0 or elapsed >= self.drain_timeout:
+                logger.info(
+                    "drain finished after %.1f s with %d requests still in flight",
+                    elapsed,
+                    self.sidecar.registry.inflight,
+                )
+                self.should_exit = True
+        return await super().on_tick(counter)
+
+
+def run_http(config: SidecarConfig) -> None:
+    app = create_app(config)
+    sidecar: Sidecar = app.state.sidecar
+    uv_config = uvicorn.Config(
+        app,
+        host=config.server.host,
+        port=config.server.port,
+        log_config=None,
+        access_log=False,
+        timeout_graceful_shutdown=STREAM_CLOSE_GRACE,
+        lifespan="on",
+    )
+    DrainingServer(uv_config, sidecar, config.drain_timeout).run()
+
+
+def run_stdio(config: SidecarConfig) -> None:
+    sidecar = Sidecar(config)
+
+    async def main() -> None:
+        async with sidecar.running():
+            await serve_stdio(sidecar.backend)
+
+    anyio.run(main)
