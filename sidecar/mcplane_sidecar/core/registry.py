@@ -52,7 +52,6 @@ class SessionRegistry:
         self.inflight = 0
         self._opening = 0
         self._tg: TaskGroup | None = None
-        self._idle = anyio.Event()
         metrics.max_sessions.set(config.max_sessions)
 
     @asynccontextmanager
@@ -105,9 +104,13 @@ class SessionRegistry:
         try:
             await session.run(self.backend, task_status=task_status)
         finally:
-            if self.sessions.pop(session.session_id, None) is not None:
-                self.metrics.sessions_active.labels(era=session.era).dec()
-                logger.info("session closed", extra={"session_id": session.link_options.session_label})
+            self._forget(session)
+
+    def _forget(self, session: ProxySession) -> None:
+        """Drop a session from the books at once; its task winds the backend session down after."""
+        if self.sessions.pop(session.session_id, None) is not None:
+            self.metrics.sessions_active.labels(era=session.era).dec()
+            logger.info("session closed", extra={"session_id": session.link_options.session_label})
 
     def get(self, session_id: str, principal: str | None) -> ProxySession:
         session = self.sessions.get(session_id)
@@ -119,6 +122,7 @@ class SessionRegistry:
 
     def close(self, session: ProxySession) -> None:
         session.close()
+        self._forget(session)
 
     # --- in-flight accounting ---------------------------------------------------------------------
 
@@ -132,8 +136,6 @@ class SessionRegistry:
     def release_inflight(self) -> None:
         self.inflight -= 1
         self.metrics.inflight.dec()
-        if self.inflight == 0:
-            self._idle.set()
 
     @asynccontextmanager
     async def inflight_slot(self) -> AsyncIterator[None]:
@@ -142,16 +144,6 @@ class SessionRegistry:
             yield
         finally:
             self.release_inflight()
-
-    async def drain(self, grace: float) -> bool:
-        """Refuse new sessions and wait (up to `grace` seconds) for in-flight requests; True if all finished."""
-        self.draining = True
-        with anyio.move_on_after(grace):
-            while self.inflight > 0:
-                self._idle = anyio.Event()
-                await self._idle.wait()
-            return True
-        return False
 
     # --- expiry -----------------------------------------------------------------------------------
 
@@ -164,4 +156,4 @@ class SessionRegistry:
                     await session.expire(now)
                 elif session.idle and now - session.last_seen > self.config.idle_timeout:
                     logger.info("session idle timeout", extra={"session_id": session.session_id[:8]})
-                    session.close()
+                    self.close(session)

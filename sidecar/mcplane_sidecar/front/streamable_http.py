@@ -11,7 +11,6 @@ import time
 from collections.abc import AsyncIterator
 from typing import Final
 
-import anyio
 from mcp_types.jsonrpc import INVALID_REQUEST, PARSE_ERROR
 from mcp_types.version import HANDSHAKE_PROTOCOL_VERSIONS, MODERN_PROTOCOL_VERSIONS
 from sse_starlette import ServerSentEvent
@@ -20,12 +19,13 @@ from starlette.responses import JSONResponse, Response
 
 from mcplane_sidecar.backends.base import LinkOptions
 from mcplane_sidecar.core.registry import SessionRegistry, principal_of
-from mcplane_sidecar.core.replay import parse_event_id
+from mcplane_sidecar.core.replay import ReplayStream, parse_event_id
 from mcplane_sidecar.core.session import ProxySession
 from mcplane_sidecar.errors import BACKEND_TIMEOUT, REQUEST_TOO_LARGE, UNAUTHORIZED, ProxyError
 from mcplane_sidecar.front.responses import (
     follow_stream,
     jsonrpc_error,
+    message_event,
     proxy_error_response,
     sse_response,
 )
@@ -34,7 +34,9 @@ from mcplane_sidecar.front.stateless import StatelessRelay
 from mcplane_sidecar.jsonrpc import (
     MalformedMessage,
     Message,
+    error_response,
     is_request,
+    is_response,
     is_stateless,
     method_of,
     parse_message,
@@ -196,62 +198,75 @@ class StreamableHttpEndpoint:
         return self.registry.get(session_id, client.principal)
 
     async def _initialize(self, message: Message, client: ClientContext) -> Response:
+        """Open a session; the id goes out on the initialize response, so this one answers as JSON."""
         rid = request_id(message)
+        options = LinkOptions(dict(client.forwarded))
         try:
-            session = await self.registry.open_session(
-                "2025", client.principal, LinkOptions(dict(client.forwarded))
-            )
+            session = await self.registry.open_session("2025", client.principal, options)
         except ProxyError as exc:
             return proxy_error_response(exc, rid)
+        reply: Message | None = None
         try:
             async with self.registry.inflight_slot():
                 stream = await session.request(message)
-                reply: Message | None = None
-                with anyio.move_on_after(self.request_timeout):
-                    async for _, event in stream.follow():
-                        if request_id(event) == rid and "method" not in event:
-                            reply = event
+                async for _, event in stream.follow():
+                    if is_response(event) and event.get("id") == rid:
+                        reply = event
         except ProxyError as exc:
             session.close()
             return proxy_error_response(exc, rid)
-        if reply is None:
+        if reply is None or "error" in reply:
             session.close()
-            return jsonrpc_error(504, rid, BACKEND_TIMEOUT, "backend did not answer initialize in time")
-        if "error" in reply:
-            session.close()
-            return JSONResponse(reply)
+            answer = reply or error_response(rid, BACKEND_TIMEOUT, "backend did not answer initialize")
+            return JSONResponse(answer, status_code=_status_of(reply))
         return JSONResponse(reply, headers={MCP_SESSION_ID: session.session_id})
 
     async def _relay_request(self, request: Request, session: ProxySession, message: Message) -> Response:
+        """Answer with JSON when the backend's first word is the final response, else stream SSE.
+
+        The registry's reaper settles every request by its deadline, so waiting for the first event is
+        bounded; a request that timed out before anything was said gets 504.
+        """
         rid = request_id(message)
         try:
             self.registry.acquire_inflight()
         except ProxyError as exc:
             return proxy_error_response(exc, rid)
+        handed_over = False
         try:
             stream = await session.request(message)
+            events = stream.follow()
+            first_id, first = await anext(events)
+            if is_response(first) and first.get("id") == rid:
+                return JSONResponse(first, status_code=_status_of(first))
+            if not accepts(request, "text/event-stream"):
+                async for _, event in events:  # a JSON-only client gets the final response alone
+                    if is_response(event) and event.get("id") == rid:
+                        return JSONResponse(event, status_code=_status_of(event))
+                return jsonrpc_error(502, rid, BACKEND_TIMEOUT, "the request ended without a response")
+            handed_over = True
+            return sse_response(self._stream_rest(stream, first_id, first, events))
         except ProxyError as exc:
-            self.registry.release_inflight()
             return proxy_error_response(exc, rid)
-        if not accepts(request, "text/event-stream"):
-            # A JSON-only client gets the final response alone.
-            try:
-                reply: Message | None = None
-                async for _, event in stream.follow():
-                    if request_id(event) == rid and "method" not in event:
-                        reply = event
-                return JSONResponse(reply)
-            finally:
+        except StopAsyncIteration:
+            return jsonrpc_error(502, rid, BACKEND_TIMEOUT, "the request ended without a response")
+        finally:
+            if not handed_over:
                 self.registry.release_inflight()
 
-        async def events() -> AsyncIterator[ServerSentEvent]:
-            try:
-                async for event in follow_stream(stream, 0, prime=True):
-                    yield event
-            finally:
-                self.registry.release_inflight()
-
-        return sse_response(events())
+    async def _stream_rest(
+        self,
+        stream: ReplayStream,
+        first_id: str,
+        first: Message,
+        events: AsyncIterator[tuple[str, Message]],
+    ) -> AsyncIterator[ServerSentEvent]:
+        try:
+            yield message_event(first_id, first)
+            async for event_id, message in events:
+                yield message_event(event_id, message)
+        finally:
+            self.registry.release_inflight()
 
     # --- GET -----------------------------------------------------------------------------------
 
@@ -302,6 +317,14 @@ class StreamableHttpEndpoint:
             return jsonrpc_error(400, None, INVALID_REQUEST, "Bad Request: Mcp-Session-Id header is required")
         self.registry.close(session)
         return Response(status_code=200)
+
+
+def _status_of(reply: Message | None) -> int:
+    """HTTP status for a final response: 504 when the proxy's deadline settled it, else 200."""
+    if reply is None:
+        return 504
+    error = reply.get("error")
+    return 504 if isinstance(error, dict) and error.get("code") == BACKEND_TIMEOUT else 200
 
 
 class _MissingSession(ProxyError):

@@ -1,0 +1,370 @@
+"""The sidecar in front of a real Streamable HTTP MCP server: both eras, fidelity, limits, bad input.
+
+Everything runs on real loopback sockets: the backend is the mcp SDK's own server, the clients are the
+official Python client or raw HTTP.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import anyio
+import httpx
+import pytest
+from mcp import Client
+
+from tests.e2e.proxy_harness import (
+    ACCEPT_BOTH,
+    MODERN_VERSION,
+    call,
+    final_response,
+    initialize_request,
+    messages_of,
+    open_session,
+    proxied_target,
+    session_headers,
+    sidecar_in_front_of,
+)
+from tests.fixtures.proxy_target import build_app
+from tests.support.asgi import serve_asgi
+
+pytestmark = pytest.mark.e2e
+DEADLINE = 30
+
+
+def text_of(result: Any) -> str:
+    return str(result.content[0].text)
+
+
+async def test_both_protocol_eras_work_through_the_proxy() -> None:
+    async with proxied_target() as proxied:
+        with anyio.fail_after(DEADLINE):
+            async with Client(proxied.url, mode="legacy") as legacy:
+                assert text_of(await legacy.call_tool("echo", {"text": "héllo ☃"})) == "héllo ☃"
+            async with Client(proxied.url) as modern:
+                assert text_of(await modern.call_tool("echo", {"text": "stateless"})) == "stateless"
+            async with httpx.AsyncClient() as http:
+                metrics = (await http.get(f"{proxied.base}/metrics")).text
+        assert 'mcplane_requests_total{method="initialize",outcome="ok"} 1.0' in metrics
+        assert 'mcplane_requests_total{method="server/discover",outcome="ok"}' in metrics
+
+
+async def test_tool_schemas_reach_the_client_byte_for_byte() -> None:
+    async with proxied_target() as proxied, httpx.AsyncClient(timeout=DEADLINE) as http:
+        listings = []
+        for url in (f"{proxied.backend_base}/mcp", proxied.url):
+            session_id = await open_session(http, url)
+            response = await http.post(
+                url,
+                json={"jsonrpc": "2.0", "id": 2, "method": "tools/list"},
+                headers=session_headers(session_id),
+            )
+            listings.append(final_response(response, 2))
+        direct, through_proxy = listings
+        assert through_proxy == direct
+        measure = next(tool for tool in direct["result"]["tools"] if tool["name"] == "measure")
+        assert "$defs" in measure["inputSchema"]
+
+
+async def test_progress_and_large_unicode_payloads_cross() -> None:
+    async with proxied_target() as proxied, httpx.AsyncClient(timeout=DEADLINE) as http:
+        session_id = await open_session(http, proxied.url)
+        blob = "é☃" * 50_000
+        response = await http.post(
+            proxied.url, json=call(3, "size", {"blob": blob}), headers=session_headers(session_id)
+        )
+        assert final_response(response, 3)["result"]["structuredContent"]["result"] == len(blob)
+        response = await http.post(
+            proxied.url,
+            json=call(4, "ticks", {"count": 3, "interval": 0.01}, progressToken="tok-1"),
+            headers=session_headers(session_id),
+        )
+        messages = messages_of(response)
+        progress = [m["params"]["progress"] for m in messages if m.get("method") == "notifications/progress"]
+        assert progress == [1, 2, 3]
+        assert all(m["params"]["progressToken"] == "tok-1" for m in messages if "method" in m)
+        assert final_response(response, 4)["result"]["content"][0]["text"] == "3 ticks"
+
+
+async def test_bad_input_gets_clear_errors_and_the_proxy_keeps_serving() -> None:
+    async with (
+        proxied_target({"sessions": {"max_body_bytes": 2048}}) as proxied,
+        httpx.AsyncClient(timeout=DEADLINE) as http,
+    ):
+        session_id = await open_session(http, proxied.url)
+        headers = session_headers(session_id)
+
+        malformed = await http.post(
+            proxied.url, content=b"{nope", headers={**headers, "content-type": "application/json"}
+        )
+        assert malformed.status_code == 400
+        assert malformed.json()["error"]["code"] == -32700
+
+        wrong_type = await http.post(
+            proxied.url, content=b"{}", headers={**headers, "content-type": "text/plain"}
+        )
+        assert wrong_type.status_code == 415
+
+        batch = await http.post(proxied.url, json=[call(5, "echo", {"text": "x"})], headers=headers)
+        assert batch.status_code == 400
+        assert batch.json()["error"]["code"] == -32600
+
+        oversized = await http.post(proxied.url, json=call(6, "size", {"blob": "x" * 4096}), headers=headers)
+        assert oversized.status_code == 413
+
+        unknown = await http.post(
+            proxied.url, json=call(7, "echo", {"text": "x"}), headers=session_headers("no-such-session")
+        )
+        assert unknown.status_code == 404
+        assert unknown.json()["id"] == 7
+
+        no_session = await http.post(
+            proxied.url, json=call(8, "echo", {"text": "x"}), headers={"accept": ACCEPT_BOTH}
+        )
+        assert no_session.status_code == 400
+        assert no_session.json()["id"] == 8
+
+        bad_version = await http.post(
+            proxied.url,
+            json=call(9, "echo", {"text": "x"}),
+            headers={**headers, "mcp-protocol-version": "1999-01-01"},
+        )
+        assert bad_version.status_code == 400
+
+        unknown_tool = await http.post(proxied.url, json=call(10, "no_such_tool", {}), headers=headers)
+        assert final_response(unknown_tool, 10)["result"]["isError"] is True
+
+        fine = await http.post(proxied.url, json=call(11, "echo", {"text": "still here"}), headers=headers)
+        assert final_response(fine, 11)["result"]["content"][0]["text"] == "still here"
+
+
+async def test_origin_allow_list() -> None:
+    async with (
+        proxied_target({"security": {"allowed_origins": ["https://app.example"]}}) as proxied,
+        httpx.AsyncClient(timeout=DEADLINE) as http,
+    ):
+        evil = await http.post(
+            proxied.url,
+            json=initialize_request(),
+            headers={"accept": ACCEPT_BOTH, "origin": "http://evil.example"},
+        )
+        assert evil.status_code == 403
+        for origin in ("https://app.example", "http://localhost:5173"):
+            await open_session(http, proxied.url, {"origin": origin})
+        assert len(proxied.sidecar.registry.sessions) == 2
+
+
+async def test_bearer_tokens_and_sessions_bound_to_them() -> None:
+    tokens = {"security": {"tokens": [{"value": "alpha-token\nbeta-token"}]}}
+    async with proxied_target(tokens) as proxied, httpx.AsyncClient(timeout=DEADLINE) as http:
+        missing = await http.post(proxied.url, json=initialize_request(), headers={"accept": ACCEPT_BOTH})
+        assert missing.status_code == 401
+        assert missing.headers["www-authenticate"].startswith("Bearer")
+        wrong = await http.post(
+            proxied.url,
+            json=initialize_request(),
+            headers={"accept": ACCEPT_BOTH, "authorization": "Bearer nope"},
+        )
+        assert wrong.status_code == 401
+        alpha = {"authorization": "Bearer alpha-token"}
+        session_id = await open_session(http, proxied.url, alpha)
+        hijack = await http.post(
+            proxied.url,
+            json=call(2, "echo", {"text": "x"}),
+            headers=session_headers(session_id, {"authorization": "Bearer beta-token"}),
+        )
+        assert hijack.status_code == 404
+        own = await http.post(
+            proxied.url, json=call(3, "echo", {"text": "mine"}), headers=session_headers(session_id, alpha)
+        )
+        assert final_response(own, 3)["result"]["content"][0]["text"] == "mine"
+
+
+async def test_session_limit_answers_503_with_retry_after() -> None:
+    async with (
+        proxied_target({"sessions": {"max_sessions": 2}}) as proxied,
+        httpx.AsyncClient(timeout=DEADLINE) as http,
+    ):
+        first = await open_session(http, proxied.url)
+        await open_session(http, proxied.url)
+        refused = await http.post(
+            proxied.url, json=initialize_request("init-3"), headers={"accept": ACCEPT_BOTH}
+        )
+        assert refused.status_code == 503
+        assert int(refused.headers["retry-after"]) > 0
+        assert refused.json()["id"] == "init-3"
+        assert refused.json()["error"]["message"].startswith("session limit reached")
+        closed = await http.delete(proxied.url, headers=session_headers(first))
+        assert closed.status_code == 200
+        await open_session(http, proxied.url)  # the freed slot is usable again
+        metrics = (await http.get(f"{proxied.base}/metrics")).text
+        assert 'mcplane_session_rejections_total{reason="limit"} 1.0' in metrics
+
+
+async def test_request_timeout_answers_504_with_the_request_id() -> None:
+    async with (
+        proxied_target({"sessions": {"request_timeout": 1}}) as proxied,
+        httpx.AsyncClient(timeout=DEADLINE) as http,
+    ):
+        session_id = await open_session(http, proxied.url)
+        timed_out = await http.post(
+            proxied.url, json=call("slow-1", "slow", {"seconds": 10}), headers=session_headers(session_id)
+        )
+        assert timed_out.status_code == 504
+        assert timed_out.json()["id"] == "slow-1"
+        assert timed_out.json()["error"]["code"] == -32004
+        fine = await http.post(
+            proxied.url, json=call(2, "echo", {"text": "ok"}), headers=session_headers(session_id)
+        )
+        assert final_response(fine, 2)["result"]["content"][0]["text"] == "ok"
+
+
+async def test_inflight_limit() -> None:
+    async with (
+        proxied_target({"sessions": {"max_inflight": 1}}) as proxied,
+        httpx.AsyncClient(timeout=DEADLINE) as http,
+    ):
+        session_id = await open_session(http, proxied.url)
+        results: dict[str, httpx.Response] = {}
+
+        async def slow_call() -> None:
+            results["slow"] = await http.post(
+                proxied.url, json=call(2, "slow", {"seconds": 1}), headers=session_headers(session_id)
+            )
+
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(slow_call)
+            with anyio.fail_after(DEADLINE):
+                while proxied.sidecar.registry.inflight == 0:
+                    await anyio.sleep(0.01)
+            busy = await http.post(
+                proxied.url, json=call(3, "echo", {"text": "x"}), headers=session_headers(session_id)
+            )
+            assert busy.status_code == 503
+            assert busy.json()["id"] == 3
+        assert final_response(results["slow"], 2)["result"]["content"][0]["text"] == "slept 1.0"
+
+
+async def test_idle_sessions_are_closed() -> None:
+    async with (
+        proxied_target({"sessions": {"idle_timeout": 0.5}}) as proxied,
+        httpx.AsyncClient(timeout=DEADLINE) as http,
+    ):
+        session_id = await open_session(http, proxied.url)
+        with anyio.fail_after(DEADLINE):
+            while proxied.sidecar.registry.sessions:
+                await anyio.sleep(0.05)
+        gone = await http.post(
+            proxied.url, json=call(2, "echo", {"text": "x"}), headers=session_headers(session_id)
+        )
+        assert gone.status_code == 404
+
+
+async def test_backend_restart_is_invisible_to_the_client() -> None:
+    async with serve_asgi(build_app()) as probe:
+        port = int(probe.rsplit(":", 1)[1])  # a port known free; the backend comes and goes on it
+    async with (
+        sidecar_in_front_of(f"http://127.0.0.1:{port}/mcp") as proxied,
+        httpx.AsyncClient(timeout=DEADLINE) as http,
+    ):
+        async with serve_asgi(build_app(), port=port):
+            session_id = await open_session(http, proxied.url)
+            headers = session_headers(session_id)
+            first = await http.post(proxied.url, json=call(2, "echo", {"text": "before"}), headers=headers)
+            assert final_response(first, 2)["result"]["content"][0]["text"] == "before"
+        down = await http.post(proxied.url, json=call(3, "echo", {"text": "down"}), headers=headers)
+        assert final_response(down, 3)["error"]["code"] == -32003  # a clear error with the request's id
+        async with serve_asgi(build_app(), port=port):  # a new process knows nothing of the old session
+            after = await http.post(proxied.url, json=call(4, "echo", {"text": "after"}), headers=headers)
+            assert final_response(after, 4)["result"]["content"][0]["text"] == "after"
+        metrics = (await http.get(f"{proxied.base}/metrics")).text
+        assert 'mcplane_backend_restarts_total{reason="session_lost"} 1.0' in metrics
+
+
+async def test_resume_a_request_stream_with_last_event_id() -> None:
+    async with proxied_target() as proxied, httpx.AsyncClient(timeout=DEADLINE) as http:
+        session_id = await open_session(http, proxied.url)
+        headers = session_headers(session_id)
+        request = call(5, "ticks", {"count": 4, "interval": 0.2}, progressToken="t")
+        seen: list[dict[str, Any]] = []
+        last_event_id = None
+        async with http.stream("POST", proxied.url, json=request, headers=headers) as response:
+            assert response.headers["content-type"].startswith("text/event-stream")
+            async for line in response.aiter_lines():
+                if line.startswith("id:"):
+                    last_event_id = line[3:].strip()
+                if line.startswith("data:") and line[5:].strip():
+                    seen.append(json.loads(line[5:]))
+                    break  # drop the connection after the first message
+        assert last_event_id is not None
+        resumed = await http.get(
+            proxied.url, headers={**headers, "accept": "text/event-stream", "last-event-id": last_event_id}
+        )
+        rest = messages_of(resumed)
+        progress = [
+            m["params"]["progress"] for m in seen + rest if m.get("method") == "notifications/progress"
+        ]
+        assert progress == [1, 2, 3, 4]
+        assert final_response(resumed, 5)["result"]["content"][0]["text"] == "4 ticks"
+
+
+async def test_stateless_requests_are_checked_against_their_headers() -> None:
+    async with proxied_target() as proxied, httpx.AsyncClient(timeout=DEADLINE) as http:
+        meta = {
+            "io.modelcontextprotocol/protocolVersion": MODERN_VERSION,
+            "io.modelcontextprotocol/clientCapabilities": {},
+        }
+        request = {
+            "jsonrpc": "2.0",
+            "id": "m-1",
+            "method": "tools/call",
+            "params": {"name": "echo", "arguments": {"text": "x"}, "_meta": meta},
+        }
+        base_headers = {
+            "accept": ACCEPT_BOTH,
+            "mcp-protocol-version": MODERN_VERSION,
+            "mcp-method": "tools/call",
+        }
+        mismatch = await http.post(proxied.url, json=request, headers={**base_headers, "mcp-name": "other"})
+        assert mismatch.status_code == 400
+        assert mismatch.json() == {**mismatch.json(), "id": "m-1"}
+        assert mismatch.json()["error"]["code"] == -32020
+        good = await http.post(proxied.url, json=request, headers={**base_headers, "mcp-name": "echo"})
+        assert good.status_code == 200
+        assert "mcp-session-id" not in good.headers
+        assert final_response(good, "m-1")["result"]["content"][0]["text"] == "x"
+        assert (
+            await http.get(
+                proxied.url, headers={"accept": "text/event-stream", "mcp-protocol-version": MODERN_VERSION}
+            )
+        ).status_code == 405
+
+
+async def test_health_readiness_and_metrics() -> None:
+    async with serve_asgi(build_app()) as backend:
+        port = int(backend.rsplit(":", 1)[1])
+    async with (
+        sidecar_in_front_of(f"http://127.0.0.1:{port}/mcp") as proxied,
+        httpx.AsyncClient(timeout=DEADLINE) as http,
+    ):
+        assert (await http.get(f"{proxied.base}/healthz")).status_code == 200
+        not_ready = await http.get(f"{proxied.base}/readyz")
+        assert not_ready.status_code == 503
+        assert "unreachable" in not_ready.json()["reason"]
+        async with serve_asgi(build_app(), port=port):
+            assert (await http.get(f"{proxied.base}/readyz")).status_code == 200
+            await open_session(http, proxied.url)
+            status = (await http.get(f"{proxied.base}/status")).json()
+            assert status["activeSessions"] == 1
+        metrics = (await http.get(f"{proxied.base}/metrics")).text
+        for name in (
+            "mcplane_sessions_active",
+            "mcplane_sessions_total",
+            "mcplane_session_rejections_total",
+            "mcplane_requests_total",
+            "mcplane_request_duration_seconds_bucket",
+            "mcplane_backend_errors_total",
+            "mcplane_inflight_requests",
+        ):
+            assert name in metrics, name
