@@ -86,3 +86,15 @@ class SessionNotFound(ProxyError):
 
 class BackendClosed(Exception):
     """Raised inside the proxy when a backend link is gone; never shown to a client as such."""
+
+
+def find_proxy_error(exc: BaseException) -> ProxyError | None:
+    """The ProxyError inside `exc`, looking through the exception groups task groups wrap errors in."""
+    if isinstance(exc, ProxyError):
+        return exc
+    if isinstance(exc, BaseExceptionGroup):
+        for inner in exc.exceptions:
+            found = find_proxy_error(inner)
+            if found is not None:
+                return found
+    return None

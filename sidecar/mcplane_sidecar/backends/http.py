@@ -21,7 +21,13 @@ from anyio.abc import TaskGroup
 from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
 
 from mcplane_sidecar.backends.base import BackendMessage, LinkOptions
-from mcplane_sidecar.errors import BACKEND_SESSION_LOST, BACKEND_UNAVAILABLE, ProxyError, SessionLost
+from mcplane_sidecar.errors import (
+    BACKEND_SESSION_LOST,
+    BACKEND_UNAVAILABLE,
+    BackendUnavailable,
+    ProxyError,
+    SessionLost,
+)
 from mcplane_sidecar.jsonrpc import (
     MalformedMessage,
     Message,
@@ -50,6 +56,26 @@ MAX_RESUMPTIONS: Final = 16
 MAX_RETRY_DELAY: Final = 5.0
 DEFAULT_RETRY_DELAY: Final = 0.5
 MAX_ERROR_BODY: Final = 64 * 1024
+# One SSE event carries one JSON-RPC message; tool results with images or files run to megabytes.
+MAX_SSE_EVENT_BYTES: Final = 64 * 1024 * 1024
+MODERN_VERSION: Final = "2026-07-28"
+DISCOVER_PROBE: Final = {
+    "jsonrpc": "2.0",
+    "id": "mcplane-discover",
+    "method": "server/discover",
+    "params": {
+        "_meta": {
+            "io.modelcontextprotocol/protocolVersion": MODERN_VERSION,
+            "io.modelcontextprotocol/clientCapabilities": {},
+        }
+    },
+}
+DISCOVER_HEADERS: Final = {
+    "accept": ACCEPT_BOTH,
+    "content-type": "application/json",
+    "mcp-protocol-version": MODERN_VERSION,
+    "mcp-method": "server/discover",
+}
 
 
 def _transport_reason(exc: httpx2.HTTPError) -> str:
@@ -77,6 +103,26 @@ class HttpBackend:
         self.headers = dict(headers)
         self.http = http
         self.metrics = metrics
+        self._modern: bool | None = None
+
+    async def speaks_modern(self) -> bool:
+        """Whether the backend serves 2026-07-28 requests itself (asked once with `server/discover`)."""
+        if self._modern is None:
+            try:
+                response = await self.http.post(
+                    self.url,
+                    content=dumps(DISCOVER_PROBE).encode(),
+                    headers={**self.headers, **DISCOVER_HEADERS},
+                )
+            except httpx2.HTTPError as exc:
+                raise BackendUnavailable(
+                    f"backend {self.url} unreachable: {_transport_reason(exc)}"
+                ) from None
+            if response.status_code >= 500:
+                raise BackendUnavailable(f"backend {self.url} answered HTTP {response.status_code}")
+            self._modern = response.status_code == 200 and MODERN_VERSION in response.text
+            logger.info("backend %s %s 2026-07-28", self.url, "speaks" if self._modern else "does not speak")
+        return self._modern
 
     def open_link(self, options: LinkOptions) -> AbstractAsyncContextManager[HttpLink]:
         return self._open(options)
@@ -299,7 +345,7 @@ class HttpLink:
         retry_delay = DEFAULT_RETRY_DELAY
         current = response
         for attempt in range(MAX_RESUMPTIONS + 1):
-            async for event in httpx2.EventSource(current):
+            async for event in httpx2.EventSource(current, max_event_size=MAX_SSE_EVENT_BYTES):
                 if event.id:
                     last_event_id = event.id
                 if event.retry is not None:
@@ -371,7 +417,7 @@ class HttpLink:
                 return parse_message(await response.aread())
             except MalformedMessage:
                 return None
-        async for event in httpx2.EventSource(response):
+        async for event in httpx2.EventSource(response, max_event_size=MAX_SSE_EVENT_BYTES):
             if event.data:
                 try:
                     msg = parse_message(event.data.encode())
@@ -399,7 +445,9 @@ class HttpLink:
                             return  # the backend offers no GET stream; nothing unsolicited will come
                         if response.status_code == 200:
                             delay = DEFAULT_RETRY_DELAY
-                            async for event in httpx2.EventSource(response):
+                            async for event in httpx2.EventSource(
+                                response, max_event_size=MAX_SSE_EVENT_BYTES
+                            ):
                                 if event.id:
                                     last_event_id = event.id
                                 if event.data:

@@ -20,7 +20,7 @@ from anyio.abc import TaskStatus
 
 from mcplane_sidecar.backends.base import Backend, BackendLink, BackendMessage, LinkOptions
 from mcplane_sidecar.core.replay import ReplayStream
-from mcplane_sidecar.errors import BACKEND_TIMEOUT, BackendUnavailable, ProxyError
+from mcplane_sidecar.errors import BACKEND_TIMEOUT, BackendUnavailable, find_proxy_error
 from mcplane_sidecar.jsonrpc import (
     Message,
     RequestId,
@@ -35,7 +35,7 @@ from mcplane_sidecar.metrics import Metrics
 
 logger = logging.getLogger(__name__)
 
-Era = Literal["2025", "sse"]
+Era = Literal["2025", "sse", "bridge"]
 STANDING_STREAM = "g"
 # Closed request streams kept for resumption after their request settled.
 KEPT_STREAMS = 32
@@ -89,12 +89,12 @@ class ProxySession:
                     task_status.started()
                     async for message in link.incoming:
                         self._route(message)
-            except ProxyError:
-                raise
-            except Exception as exc:  # a link that cannot open must not take the registry down
+            except Exception as exc:  # a link that fails must not take the registry down
                 if self._link is None:
-                    raise BackendUnavailable(f"cannot open a backend session: {exc}") from exc
-                logger.exception("backend link failed", extra={"session_id": self.session_id})
+                    raise find_proxy_error(exc) or BackendUnavailable(
+                        f"cannot open a backend session: {exc}"
+                    ) from exc
+                logger.exception("backend link failed", extra={"session_id": self.link_options.session_label})
             finally:
                 self._finish()
 

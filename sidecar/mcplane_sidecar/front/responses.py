@@ -9,7 +9,7 @@ from sse_starlette import EventSourceResponse, ServerSentEvent
 from starlette.responses import JSONResponse, Response
 
 from mcplane_sidecar.core.replay import ReplayStream
-from mcplane_sidecar.errors import ProxyError
+from mcplane_sidecar.errors import BACKEND_TIMEOUT, ProxyError
 from mcplane_sidecar.jsonrpc import Message, RequestId, dumps, error_response
 
 # Proxies such as nginx buffer responses unless told not to; SSE must flow event by event.
@@ -35,6 +35,14 @@ def jsonrpc_error(
 def proxy_error_response(exc: ProxyError, id_: RequestId | None) -> Response:
     headers = {"retry-after": str(exc.retry_after)} if exc.retry_after is not None else {}
     return jsonrpc_error(exc.http_status, id_, exc.code, exc.message, data=exc.data, headers=headers)
+
+
+def status_of(reply: Message | None) -> int:
+    """HTTP status for a final response: 504 when the proxy's deadline settled it, else 200."""
+    if reply is None:
+        return 504
+    error = reply.get("error")
+    return 504 if isinstance(error, dict) and error.get("code") == BACKEND_TIMEOUT else 200
 
 
 def message_event(event_id: str | None, message: Message) -> ServerSentEvent:

@@ -2,9 +2,8 @@
 
 With a Streamable HTTP backend the POST goes upstream as it came (every `Mcp-*` header included, also
 the `Mcp-Param-*` ones we do not recognise) and the answer streams back byte for byte; when the client
-closes its stream the upstream request is closed too, which is how this era cancels. A backend that
-only speaks the handshake era answers, as such a server would, that 2026-07-28 is not supported, so
-clients fall back to `initialize`.
+closes its stream the upstream request is closed too, which is how this era cancels. Any other backend
+(legacy SSE, stdio, a handshake-only HTTP server) is reached through the era bridge (core/bridge.py).
 """
 
 from __future__ import annotations
@@ -14,6 +13,7 @@ import time
 from collections.abc import AsyncIterator, Mapping
 from typing import Final
 
+import anyio
 import httpx2
 from mcp.shared.inbound import (
     ERROR_CODE_HTTP_STATUS,
@@ -21,18 +21,26 @@ from mcp.shared.inbound import (
     classify_inbound_request,
     find_duplicated_routing_header,
 )
-from mcp_types.jsonrpc import HEADER_MISMATCH, UNSUPPORTED_PROTOCOL_VERSION
-from mcp_types.version import HANDSHAKE_PROTOCOL_VERSIONS
+from mcp_types.jsonrpc import HEADER_MISMATCH
+from sse_starlette import ServerSentEvent
 from starlette.requests import Request
-from starlette.responses import Response, StreamingResponse
+from starlette.responses import JSONResponse, Response, StreamingResponse
 
 from mcplane_sidecar.backends.auto import AutoBackend
-from mcplane_sidecar.backends.base import Backend
+from mcplane_sidecar.backends.base import Backend, LinkOptions
 from mcplane_sidecar.backends.http import HttpBackend
+from mcplane_sidecar.core.bridge import BridgedRequest, HandshakeBridge
 from mcplane_sidecar.core.registry import SessionRegistry
 from mcplane_sidecar.errors import BACKEND_UNAVAILABLE, ProxyError
-from mcplane_sidecar.front.responses import STREAM_HEADERS, jsonrpc_error, proxy_error_response
-from mcplane_sidecar.jsonrpc import Message, is_request, method_of, request_id
+from mcplane_sidecar.front.responses import (
+    STREAM_HEADERS,
+    jsonrpc_error,
+    message_event,
+    proxy_error_response,
+    sse_response,
+    status_of,
+)
+from mcplane_sidecar.jsonrpc import Message, is_request, is_response, method_of, request_id
 from mcplane_sidecar.metrics import Metrics
 
 logger = logging.getLogger(__name__)
@@ -48,11 +56,17 @@ class StatelessRelay:
     ) -> None:
         self.backend = backend
         self.registry = registry
+        self.bridge = HandshakeBridge(registry)
         self.metrics = metrics
         self.request_timeout = request_timeout
 
     async def handle(
-        self, request: Request, body: bytes, message: Message, forwarded: Mapping[str, str]
+        self,
+        request: Request,
+        body: bytes,
+        message: Message,
+        principal: str | None,
+        forwarded: Mapping[str, str],
     ) -> Response:
         rid = request_id(message)
         raw_headers = [(k.decode("latin-1"), v.decode("latin-1")) for k, v in request.headers.raw]
@@ -68,23 +82,50 @@ class StatelessRelay:
                 return jsonrpc_error(status, rid, verdict.code, verdict.message, data=verdict.data)
         try:
             target = await self.backend.resolve() if isinstance(self.backend, AutoBackend) else self.backend
+            if isinstance(target, HttpBackend) and await target.speaks_modern():
+                return await self._relay_http(target, request, body, message, forwarded)
+            if not is_request(message):
+                return Response(status_code=202)  # nothing on a handshake-era backend to tell
+            return await self._bridge(request, message, principal, forwarded)
         except ProxyError as exc:
             return proxy_error_response(exc, rid)
-        if not isinstance(target, HttpBackend):
-            return jsonrpc_error(
-                400,
-                rid,
-                UNSUPPORTED_PROTOCOL_VERSION,
-                "Unsupported protocol version: this backend speaks the handshake era; initialize a session",
-                data={
-                    "supported": list(HANDSHAKE_PROTOCOL_VERSIONS),
-                    "requested": request.headers.get("mcp-protocol-version"),
-                },
-            )
+
+    async def _bridge(
+        self, request: Request, message: Message, principal: str | None, forwarded: Mapping[str, str]
+    ) -> Response:
+        rid = request_id(message)
+        self.registry.acquire_inflight()
+        handed_over = False
         try:
-            return await self._relay_http(target, request, body, message, forwarded)
-        except ProxyError as exc:
-            return proxy_error_response(exc, rid)
+            bridged = await self.bridge.open(message, principal, LinkOptions(dict(forwarded)))
+            messages = bridged.messages()
+            first = await anext(messages)
+            if is_response(first):
+                return JSONResponse(first, status_code=status_of(first))
+            handed_over = True
+            return sse_response(self._bridged_events(bridged, first, messages))
+        except StopAsyncIteration:
+            return jsonrpc_error(
+                502, rid, BACKEND_UNAVAILABLE, "the bridged request ended without a response"
+            )
+        finally:
+            if not handed_over:
+                self.registry.release_inflight()
+
+    async def _bridged_events(
+        self, bridged: BridgedRequest, first: Message, messages: AsyncIterator[Message]
+    ) -> AsyncIterator[ServerSentEvent]:
+        finished = False
+        try:
+            yield message_event(None, first)
+            async for message in messages:
+                finished = is_response(message)
+                yield message_event(None, message)
+        finally:
+            if not finished:
+                with anyio.CancelScope(shield=True):
+                    await bridged.cancel()
+            self.registry.release_inflight()
 
     async def _relay_http(
         self,

@@ -28,6 +28,7 @@ from mcplane_sidecar.front.responses import (
     message_event,
     proxy_error_response,
     sse_response,
+    status_of,
 )
 from mcplane_sidecar.front.security import Guard
 from mcplane_sidecar.front.stateless import StatelessRelay
@@ -163,7 +164,7 @@ class StreamableHttpEndpoint:
         if is_stateless(message) or (
             version_header in MODERN_PROTOCOL_VERSIONS and method_of(message) != "initialize"
         ):
-            return await self.stateless.handle(request, body, message, client.forwarded)
+            return await self.stateless.handle(request, body, message, client.principal, client.forwarded)
         if version_header is not None and version_header not in HANDSHAKE_PROTOCOL_VERSIONS:
             return jsonrpc_error(
                 400,
@@ -218,7 +219,7 @@ class StreamableHttpEndpoint:
         if reply is None or "error" in reply:
             session.close()
             answer = reply or error_response(rid, BACKEND_TIMEOUT, "backend did not answer initialize")
-            return JSONResponse(answer, status_code=_status_of(reply))
+            return JSONResponse(answer, status_code=status_of(reply))
         return JSONResponse(reply, headers={MCP_SESSION_ID: session.session_id})
 
     async def _relay_request(self, request: Request, session: ProxySession, message: Message) -> Response:
@@ -238,11 +239,11 @@ class StreamableHttpEndpoint:
             events = stream.follow()
             first_id, first = await anext(events)
             if is_response(first) and first.get("id") == rid:
-                return JSONResponse(first, status_code=_status_of(first))
+                return JSONResponse(first, status_code=status_of(first))
             if not accepts(request, "text/event-stream"):
                 async for _, event in events:  # a JSON-only client gets the final response alone
                     if is_response(event) and event.get("id") == rid:
-                        return JSONResponse(event, status_code=_status_of(event))
+                        return JSONResponse(event, status_code=status_of(event))
                 return jsonrpc_error(502, rid, BACKEND_TIMEOUT, "the request ended without a response")
             handed_over = True
             return sse_response(self._stream_rest(stream, first_id, first, events))
@@ -317,14 +318,6 @@ class StreamableHttpEndpoint:
             return jsonrpc_error(400, None, INVALID_REQUEST, "Bad Request: Mcp-Session-Id header is required")
         self.registry.close(session)
         return Response(status_code=200)
-
-
-def _status_of(reply: Message | None) -> int:
-    """HTTP status for a final response: 504 when the proxy's deadline settled it, else 200."""
-    if reply is None:
-        return 504
-    error = reply.get("error")
-    return 504 if isinstance(error, dict) and error.get("code") == BACKEND_TIMEOUT else 200
 
 
 class _MissingSession(ProxyError):
