@@ -28,6 +28,7 @@ from tests.e2e.proxy_harness import (
 )
 from tests.fixtures.proxy_target import build_app
 from tests.support.asgi import serve_asgi
+from tests.support.waiting import eventually
 
 pytestmark = pytest.mark.e2e
 DEADLINE = 30
@@ -235,9 +236,7 @@ async def test_inflight_limit() -> None:
 
         async with anyio.create_task_group() as tg:
             tg.start_soon(slow_call)
-            with anyio.fail_after(DEADLINE):
-                while proxied.sidecar.registry.inflight == 0:
-                    await anyio.sleep(0.01)
+            await eventually(lambda: proxied.sidecar.registry.inflight > 0, what="the slow call in flight")
             busy = await http.post(
                 proxied.url, json=call(3, "echo", {"text": "x"}), headers=session_headers(session_id)
             )
@@ -252,9 +251,7 @@ async def test_idle_sessions_are_closed() -> None:
         httpx.AsyncClient(timeout=DEADLINE) as http,
     ):
         session_id = await open_session(http, proxied.url)
-        with anyio.fail_after(DEADLINE):
-            while proxied.sidecar.registry.sessions:
-                await anyio.sleep(0.05)
+        await eventually(lambda: not proxied.sidecar.registry.sessions, what="the idle session to close")
         gone = await http.post(
             proxied.url, json=call(2, "echo", {"text": "x"}), headers=session_headers(session_id)
         )
