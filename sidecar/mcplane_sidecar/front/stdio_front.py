@@ -8,31 +8,26 @@ from collections.abc import Awaitable, Callable
 from typing import BinaryIO
 
 import anyio
-from anyio.streams.buffered import BufferedByteReceiveStream
-from anyio.streams.file import FileReadStream, FileWriteStream
+from anyio import AsyncFile
 
 from mcplane_sidecar.backends.base import Backend, BackendLink, LinkOptions
 from mcplane_sidecar.jsonrpc import MalformedMessage, dumps, error_response, parse_message
 
 logger = logging.getLogger(__name__)
 
-MAX_LINE_BYTES = 64 * 1024 * 1024
-
 Emit = Callable[[str], Awaitable[None]]
 
 
-async def serve_stdio(
-    backend: Backend, stdin: BinaryIO | None = None, stdout: BinaryIO | None = None
-) -> None:
-    """Run until stdin closes."""
-    reader = BufferedByteReceiveStream(FileReadStream(stdin or sys.stdin.buffer))
-    writer = FileWriteStream(stdout or sys.stdout.buffer)
+async def serve_stdio(backend: Backend, stdin: BinaryIO | None = None, stdout: BinaryIO | None = None) -> None:
+    """Relay until the client closes stdin."""
+    reader = anyio.wrap_file(stdin or sys.stdin.buffer)
+    writer = anyio.wrap_file(stdout or sys.stdout.buffer)
     write_lock = anyio.Lock()
 
     async def emit(text: str) -> None:
         async with write_lock:
-            await writer.send((text + "\n").encode())
-            await anyio.to_thread.run_sync((stdout or sys.stdout.buffer).flush)
+            await writer.write((text + "\n").encode())
+            await writer.flush()
 
     async with backend.open_link(LinkOptions(session_label="stdio")) as link, anyio.create_task_group() as tg:
         tg.start_soon(_pump_backend, link, emit)
@@ -45,12 +40,9 @@ async def _pump_backend(link: BackendLink, emit: Emit) -> None:
         await emit(dumps(incoming.message))
 
 
-async def _pump_client(reader: BufferedByteReceiveStream, link: BackendLink, emit: Emit) -> None:
-    while True:
-        try:
-            line = await reader.receive_until(b"\n", MAX_LINE_BYTES)
-        except (anyio.EndOfStream, anyio.IncompleteRead):
-            return
+async def _pump_client(reader: AsyncFile[bytes], link: BackendLink, emit: Emit) -> None:
+    # readline in a worker thread: a plain read(n) on a pipe would wait for n bytes, not for a line.
+    while line := await reader.readline():
         if not line.strip():
             continue
         try:
