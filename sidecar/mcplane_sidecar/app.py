@@ -50,6 +50,9 @@ class Sidecar:
         self.http = new_http_client(config.backend)
         self.backend = build_backend(config.backend, config.sessions, self.http, self.metrics)
         self.registry = SessionRegistry(self.backend, config.sessions, self.metrics)
+        self.stateless = StatelessRelay(
+            self.backend, self.registry, self.metrics, request_timeout=config.sessions.request_timeout
+        )
         self.not_ready_reason: str | None = "not checked yet"
 
     async def check_ready(self) -> str | None:
@@ -68,7 +71,7 @@ class Sidecar:
     @asynccontextmanager
     async def running(self) -> AsyncIterator[None]:
         try:
-            async with self.registry.run():
+            async with self.registry.run(), self.stateless.run():
                 await self.check_ready()
                 yield
         finally:
@@ -88,14 +91,11 @@ def create_app(config: SidecarConfig, *, metrics: Metrics | None = None) -> Fast
     app = FastAPI(title=f"mcplane sidecar ({config.name})", lifespan=lifespan, docs_url=None, redoc_url=None)
     app.state.sidecar = sidecar
     sessions = config.sessions
-    stateless = StatelessRelay(
-        sidecar.backend, sidecar.registry, sidecar.metrics, request_timeout=sessions.request_timeout
-    )
     mcp = StreamableHttpEndpoint(
         sidecar.registry,
         sidecar.guard,
         sidecar.metrics,
-        stateless,
+        sidecar.stateless,
         max_body_bytes=sessions.max_body_bytes,
         request_timeout=sessions.request_timeout,
         forward_authorization=config.backend.forward_authorization,

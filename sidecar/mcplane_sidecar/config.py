@@ -69,6 +69,12 @@ class StdioBackendConfig(_Strict):
     restart_initial_delay: float = Field(0.5, gt=0, description="First restart delay after a crash (s).")
     restart_max_delay: float = Field(30.0, gt=0, description="Cap of the exponential restart backoff (s).")
     stderr: Literal["inherit", "log", "discard"] = Field("log", description="Where the server's stderr goes.")
+    stateless_pool_size: int = Field(
+        4,
+        ge=1,
+        description="Processes serving 2026-07-28 requests, one request each at a time (stdio has no "
+        "per-request streams). Sessions of the handshake era get a process each.",
+    )
 
 
 class BackendConfig(_Strict):

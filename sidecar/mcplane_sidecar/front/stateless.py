@@ -11,7 +11,8 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import AsyncIterator, Mapping
-from typing import Final
+from contextlib import asynccontextmanager
+from typing import Final, Protocol
 
 import anyio
 import httpx2
@@ -21,7 +22,7 @@ from mcp.shared.inbound import (
     classify_inbound_request,
     find_duplicated_routing_header,
 )
-from mcp_types.jsonrpc import HEADER_MISMATCH
+from mcp_types.jsonrpc import HEADER_MISMATCH, METHOD_NOT_FOUND
 from sse_starlette import ServerSentEvent
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response, StreamingResponse
@@ -29,9 +30,12 @@ from starlette.responses import JSONResponse, Response, StreamingResponse
 from mcplane_sidecar.backends.auto import AutoBackend
 from mcplane_sidecar.backends.base import Backend, LinkOptions
 from mcplane_sidecar.backends.http import HttpBackend
-from mcplane_sidecar.core.bridge import BridgedRequest, HandshakeBridge
+from mcplane_sidecar.backends.stdio import StdioBackend
+from mcplane_sidecar.core.bridge import HandshakeBridge
 from mcplane_sidecar.core.registry import SessionRegistry
+from mcplane_sidecar.core.stateless_pool import StatelessPool
 from mcplane_sidecar.errors import BACKEND_UNAVAILABLE, ProxyError
+from mcplane_sidecar.front.param_headers import param_header_rejection
 from mcplane_sidecar.front.responses import (
     STREAM_HEADERS,
     jsonrpc_error,
@@ -45,6 +49,27 @@ from mcplane_sidecar.metrics import Metrics
 
 logger = logging.getLogger(__name__)
 
+
+class StatelessExchange(Protocol):
+    """One 2026-07-28 request served by the proxy itself (pool or bridge) rather than relayed as HTTP."""
+
+    def messages(self) -> AsyncIterator[Message]: ...
+
+    async def cancel(self) -> None: ...
+
+
+# Methods of the handshake era that 2026-07-28 removed; the pool's stdio server may not say 404 itself.
+REMOVED_METHODS: Final = frozenset({"initialize"})
+
+
+def stateless_status(reply: Message) -> int:
+    """HTTP status of a final response in this era: errors map by code, as a 2026-07-28 server maps them."""
+    error = reply.get("error")
+    if isinstance(error, dict) and isinstance(error.get("code"), int):
+        return ERROR_CODE_HTTP_STATUS.get(error["code"], status_of(reply))
+    return 200
+
+
 # Hop-by-hop and session headers are ours; every other `mcp-*` header belongs to the request.
 NOT_FORWARDED: Final = frozenset({"mcp-session-id"})
 RESPONSE_HEADERS: Final = ("content-type",)
@@ -56,9 +81,22 @@ class StatelessRelay:
     ) -> None:
         self.backend = backend
         self.registry = registry
-        self.bridge = HandshakeBridge(registry)
         self.metrics = metrics
         self.request_timeout = request_timeout
+        self.bridge = HandshakeBridge(registry)
+        self.pool = (
+            StatelessPool(backend, size=backend.config.stateless_pool_size, request_timeout=request_timeout)
+            if isinstance(backend, StdioBackend)
+            else None
+        )
+
+    @asynccontextmanager
+    async def run(self) -> AsyncIterator[None]:
+        if self.pool is None:
+            yield
+            return
+        async with self.pool.run():
+            yield
 
     async def handle(
         self,
@@ -85,35 +123,50 @@ class StatelessRelay:
             if isinstance(target, HttpBackend) and await target.speaks_modern():
                 return await self._relay_http(target, request, body, message, forwarded)
             if not is_request(message):
-                return Response(status_code=202)  # nothing on a handshake-era backend to tell
-            return await self._bridge(request, message, principal, forwarded)
+                return Response(status_code=202)  # notifications need no answer; nothing to cancel here
+            if method_of(message) in REMOVED_METHODS:
+                # The handshake is gone in this era; say so the way a 2026-07-28 server does.
+                return jsonrpc_error(404, rid, METHOD_NOT_FOUND, f"Method not found: {method_of(message)}")
+            lowered = {k.lower(): v for k, v in request.headers.items()}
+            return await self._exchange(message, lowered, principal, forwarded)
         except ProxyError as exc:
             return proxy_error_response(exc, rid)
 
-    async def _bridge(
-        self, request: Request, message: Message, principal: str | None, forwarded: Mapping[str, str]
+    async def _exchange(
+        self,
+        message: Message,
+        headers: Mapping[str, str],
+        principal: str | None,
+        forwarded: Mapping[str, str],
     ) -> Response:
+        """Serve the request on a pooled stdio process, else on a bridged handshake-era session; answer
+        with JSON when the first message is the final response, else stream."""
         rid = request_id(message)
         self.registry.acquire_inflight()
         handed_over = False
         try:
-            bridged = await self.bridge.open(message, principal, LinkOptions(dict(forwarded)))
-            messages = bridged.messages()
+            exchange: StatelessExchange
+            if self.pool is not None and await self.pool.speaks_modern():
+                rejection = await param_header_rejection(self.pool, message, headers)
+                if rejection is not None:
+                    return jsonrpc_error(400, rid, rejection.code, rejection.message, data=rejection.data)
+                exchange = await self.pool.submit(message)
+            else:
+                exchange = await self.bridge.open(message, principal, LinkOptions(dict(forwarded)))
+            messages = exchange.messages()
             first = await anext(messages)
             if is_response(first):
-                return JSONResponse(first, status_code=status_of(first))
+                return JSONResponse(first, status_code=stateless_status(first))
             handed_over = True
-            return sse_response(self._bridged_events(bridged, first, messages))
+            return sse_response(self._events(exchange, first, messages))
         except StopAsyncIteration:
-            return jsonrpc_error(
-                502, rid, BACKEND_UNAVAILABLE, "the bridged request ended without a response"
-            )
+            return jsonrpc_error(502, rid, BACKEND_UNAVAILABLE, "the request ended without a response")
         finally:
             if not handed_over:
                 self.registry.release_inflight()
 
-    async def _bridged_events(
-        self, bridged: BridgedRequest, first: Message, messages: AsyncIterator[Message]
+    async def _events(
+        self, exchange: StatelessExchange, first: Message, messages: AsyncIterator[Message]
     ) -> AsyncIterator[ServerSentEvent]:
         finished = False
         try:
@@ -123,8 +176,9 @@ class StatelessRelay:
                 yield message_event(None, message)
         finally:
             if not finished:
+                # In this era a closed stream is the cancellation.
                 with anyio.CancelScope(shield=True):
-                    await bridged.cancel()
+                    await exchange.cancel()
             self.registry.release_inflight()
 
     async def _relay_http(

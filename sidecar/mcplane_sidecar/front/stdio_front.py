@@ -18,7 +18,9 @@ logger = logging.getLogger(__name__)
 Emit = Callable[[str], Awaitable[None]]
 
 
-async def serve_stdio(backend: Backend, stdin: BinaryIO | None = None, stdout: BinaryIO | None = None) -> None:
+async def serve_stdio(
+    backend: Backend, stdin: BinaryIO | None = None, stdout: BinaryIO | None = None
+) -> None:
     """Relay until the client closes stdin."""
     reader = anyio.wrap_file(stdin or sys.stdin.buffer)
     writer = anyio.wrap_file(stdout or sys.stdout.buffer)
