@@ -113,6 +113,27 @@ def resolve_config(argv: Sequence[str], environ: Mapping[str, str]) -> SidecarCo
     return build_config(base, env_overrides(environ), _flags_layer(args, command))
 
 
+def banner(config: SidecarConfig, *, demo: bool) -> str:
+    """What the operator of a fresh sidecar needs to know: where it listens and how to connect."""
+    if config.backend.stdio is not None:
+        target = " ".join([config.backend.stdio.command, *config.backend.stdio.args])
+    else:
+        target = config.backend.url or ""
+    base = f"http://{config.server.host}:{config.server.port}"
+    lines = [
+        f"mcplane-sidecar: proxying {target}",
+        f"  Streamable HTTP (both eras): {base}{config.server.path}",
+        f"  legacy HTTP+SSE:             {base}{config.server.sse_path}",
+        f"  health, readiness, metrics:  {base}/healthz  {base}/readyz  {base}/metrics",
+    ]
+    if demo:
+        lines += [
+            "Try it from another terminal with the official Python client:",
+            f"  .venv/bin/python -m mcplane_sidecar.demo_client {base}{config.server.path}",
+        ]
+    return "\n".join(lines)
+
+
 def main(argv: Sequence[str] | None = None) -> None:
     try:
         config = resolve_config(sys.argv[1:] if argv is None else argv, os.environ)
@@ -124,16 +145,7 @@ def main(argv: Sequence[str] | None = None) -> None:
         if config.server.transport == "stdio":
             run_stdio(config)
             return
-        target = config.backend.url or " ".join(
-            [config.backend.stdio.command, *config.backend.stdio.args] if config.backend.stdio else []
-        )
-        print(
-            f"mcplane-sidecar: proxying {target}\n"
-            f"  Streamable HTTP: http://{config.server.host}:{config.server.port}{config.server.path}\n"
-            f"  legacy SSE:      http://{config.server.host}:{config.server.port}{config.server.sse_path}\n"
-            f"  metrics:         http://{config.server.host}:{config.server.port}/metrics",
-            file=sys.stderr,
-        )
+        print(banner(config, demo="--demo" in (sys.argv[1:] if argv is None else argv)), file=sys.stderr)
         run_http(config)
     except ConfigError as exc:
         print(f"mcplane-sidecar: {exc}", file=sys.stderr)

@@ -161,3 +161,17 @@ def status(base_url: str) -> dict[str, Any]:
     """The sidecar's /status, read synchronously: for polling from `eventually`."""
     document: dict[str, Any] = httpx.get(f"{base_url}/status", timeout=5).json()
     return document
+
+
+async def test_demo_serves_the_bundled_server_for_the_demo_client() -> None:
+    port = free_port()
+    async with async_running_process(
+        [*SIDECAR, "--demo", "--port", str(port)], port=port, label="demo"
+    ) as demo:
+        assert f"mcplane_sidecar.demo_client {demo.base_url}/mcp" in demo.log_text()
+        tour = await anyio.run_process(
+            [str(PYTHON), "-m", "mcplane_sidecar.demo_client", f"{demo.base_url}/mcp"], check=True
+        )
+    output = tour.stdout.decode()
+    assert "[2025-11-25 session] echo -> hello through mcplane (2025-11-25 session)" in output
+    assert "[2026-07-28 stateless] echo -> hello through mcplane (2026-07-28 stateless)" in output
