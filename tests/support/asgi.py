@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
 import contextlib
+from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
 
@@ -33,5 +33,3 @@ async def serve_asgi(app: Any, port: int = 0) -> AsyncIterator[str]:
             yield f"http://127.0.0.1:{bound}"
         finally:
             server.should_exit = True
-            # Open SSE streams would otherwise hold the shutdown until they end on their own.
-            server.force_exit = True
