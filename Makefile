@@ -20,9 +20,11 @@ $(NODE_STAMP): tests/node/package.json tests/node/package-lock.json
 demo: $(PY_STAMP)
 	$(BIN)/mcplane-sidecar --demo
 
+PY_DIRS := $(wildcard sidecar tests bench)
+
 lint: $(PY_STAMP)
-	$(BIN)/ruff check sidecar tests bench
-	$(BIN)/ruff format --check sidecar tests bench
+	$(BIN)/ruff check $(PY_DIRS)
+	$(BIN)/ruff format --check $(PY_DIRS)
 
 typecheck: $(PY_STAMP)
 	$(BIN)/mypy

@@ -78,7 +78,9 @@ def test_cli_runs_a_stdio_backend_after_double_dash() -> None:
 def test_cli_layers_file_then_env_then_flags(tmp_path: Path) -> None:
     path = tmp_path / "c.yaml"
     path.write_text(
-        "backend: {kind: http, url: 'http://127.0.0.1:1/mcp'}\nserver: {port: 1000}\nsessions: {max_sessions: 3}\n"
+        "backend: {kind: http, url: 'http://127.0.0.1:1/mcp'}\n"
+        "server: {port: 1000}\n"
+        "sessions: {max_sessions: 3}\n"
     )
     config = resolve_config(
         ["--config", str(path), "--port", "3000"],

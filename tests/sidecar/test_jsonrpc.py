@@ -61,9 +61,13 @@ def test_kinds() -> None:
     notification = {"jsonrpc": "2.0", "method": "notifications/initialized"}
     response = {"jsonrpc": "2.0", "id": 0, "result": {}}
     error = {"jsonrpc": "2.0", "id": None, "error": {"code": 1, "message": "m"}}
-    assert is_request(request) and not is_notification(request) and not is_response(request)
-    assert is_notification(notification) and not is_request(notification)
-    assert is_response(response) and is_response(error)
+    assert is_request(request)
+    assert not is_notification(request)
+    assert not is_response(request)
+    assert is_notification(notification)
+    assert not is_request(notification)
+    assert is_response(response)
+    assert is_response(error)
     assert parse_message(json.dumps(error).encode()) == error
 
 

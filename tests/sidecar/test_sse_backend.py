@@ -20,6 +20,7 @@ import anyio
 import httpx2
 import pytest
 from anyio.abc import Process
+
 from mcplane_sidecar.backends.base import BackendLink, BackendMessage, LinkOptions
 from mcplane_sidecar.backends.sse import SseBackend
 from mcplane_sidecar.errors import BACKEND_UNAVAILABLE, BackendProtocolError, BackendUnavailable

@@ -11,6 +11,7 @@ from typing import Any
 
 import anyio
 import pytest
+
 from mcplane_sidecar.backends import stdio
 from mcplane_sidecar.backends.base import LinkOptions
 from mcplane_sidecar.backends.stdio import REINIT_ID_PREFIX, StdioBackend, StdioLink, _LineBuffer
