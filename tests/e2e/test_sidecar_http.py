@@ -365,3 +365,104 @@ async def test_health_readiness_and_metrics() -> None:
             "mcplane_inflight_requests",
         ):
             assert name in metrics, name
+
+
+def stateless_call(
+    request_id: str, tool: str, arguments: dict[str, Any]
+) -> tuple[dict[str, Any], dict[str, str]]:
+    meta = {
+        "io.modelcontextprotocol/protocolVersion": MODERN_VERSION,
+        "io.modelcontextprotocol/clientCapabilities": {},
+    }
+    body = {
+        "jsonrpc": "2.0",
+        "id": request_id,
+        "method": "tools/call",
+        "params": {"name": tool, "arguments": arguments, "_meta": meta},
+    }
+    headers = {
+        "accept": ACCEPT_BOTH,
+        "mcp-protocol-version": MODERN_VERSION,
+        "mcp-method": "tools/call",
+        "mcp-name": tool,
+    }
+    return body, headers
+
+
+async def test_closing_a_stateless_request_cancels_it_upstream() -> None:
+    counters: dict[str, int] = {}
+    async with serve_asgi(build_app(counters)) as backend, sidecar_in_front_of(f"{backend}/mcp") as proxied:
+        body, headers = stateless_call("c-1", "slow", {"seconds": 30})
+        async with httpx.AsyncClient(timeout=DEADLINE) as http:
+            with anyio.move_on_after(0.5):  # give up on the answer: closing the connection cancels
+                await http.post(proxied.url, json=body, headers=headers)
+        await eventually(lambda: counters.get("cancelled") == 1, within=DEADLINE, what="backend cancellation")
+        await eventually(lambda: proxied.sidecar.registry.inflight == 0, what="in-flight count back to 0")
+        async with httpx.AsyncClient(timeout=DEADLINE) as http:
+            metrics = (await http.get(f"{proxied.base}/metrics")).text
+        assert 'mcplane_requests_total{method="tools/call",outcome="cancelled"} 1.0' in metrics
+
+
+async def test_backend_headers_are_added_and_client_credentials_stay_home(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv("TEST_BACKEND_KEY", "k-123")
+    config = {"backend": {"headers": {"X-Api-Key": {"env": "TEST_BACKEND_KEY"}, "X-Team": {"value": "blue"}}}}
+    async with proxied_target(config) as proxied, httpx.AsyncClient(timeout=DEADLINE) as http:
+        client_credentials = {"authorization": "Bearer client-secret"}
+        for era in ("2025", "2026"):
+            if era == "2025":
+                session_id = await open_session(http, proxied.url, client_credentials)
+                reply = await http.post(
+                    proxied.url,
+                    json=call(2, "headers", {}),
+                    headers=session_headers(session_id, client_credentials),
+                )
+                seen = final_response(reply, 2)["result"]["structuredContent"]
+            else:
+                body, headers = stateless_call("h-1", "headers", {})
+                reply = await http.post(proxied.url, json=body, headers={**headers, **client_credentials})
+                seen = final_response(reply, "h-1")["result"]["structuredContent"]
+            assert seen["x-api-key"] == "k-123", era
+            assert seen["x-team"] == "blue", era
+            assert "authorization" not in seen, era
+
+
+async def test_client_authorization_is_forwarded_only_when_configured() -> None:
+    async with (
+        proxied_target({"backend": {"forward_authorization": True}}) as proxied,
+        httpx.AsyncClient(timeout=DEADLINE) as http,
+    ):
+        credentials = {"authorization": "Bearer same-resource"}
+        session_id = await open_session(http, proxied.url, credentials)
+        reply = await http.post(
+            proxied.url, json=call(2, "headers", {}), headers=session_headers(session_id, credentials)
+        )
+        assert (
+            final_response(reply, 2)["result"]["structuredContent"]["authorization"] == "Bearer same-resource"
+        )
+
+
+async def test_cors_preflight_for_configured_origins() -> None:
+    cors = {"security": {"cors_origins": ["https://app.example"], "allowed_origins": ["https://app.example"]}}
+    async with proxied_target(cors) as proxied, httpx.AsyncClient(timeout=DEADLINE) as http:
+        preflight = await http.options(
+            proxied.url,
+            headers={
+                "origin": "https://app.example",
+                "access-control-request-method": "POST",
+                "access-control-request-headers": "content-type, mcp-session-id",
+            },
+        )
+        assert preflight.status_code == 200
+        assert preflight.headers["access-control-allow-origin"] == "https://app.example"
+        session = await http.post(
+            proxied.url,
+            json=initialize_request(),
+            headers={"accept": ACCEPT_BOTH, "origin": "https://app.example"},
+        )
+        assert "mcp-session-id" in session.headers["access-control-expose-headers"].lower()
+        other = await http.options(
+            proxied.url, headers={"origin": "https://other.example", "access-control-request-method": "POST"}
+        )
+        assert "access-control-allow-origin" not in other.headers

@@ -35,6 +35,7 @@ from mcplane_sidecar.core.bridge import HandshakeBridge
 from mcplane_sidecar.core.registry import SessionRegistry
 from mcplane_sidecar.core.stateless_pool import StatelessPool
 from mcplane_sidecar.errors import BACKEND_UNAVAILABLE, ProxyError
+from mcplane_sidecar.front.disconnect import cancelled_on_disconnect
 from mcplane_sidecar.front.param_headers import param_header_rejection
 from mcplane_sidecar.front.responses import (
     STREAM_HEADERS,
@@ -128,12 +129,13 @@ class StatelessRelay:
                 # The handshake is gone in this era; say so the way a 2026-07-28 server does.
                 return jsonrpc_error(404, rid, METHOD_NOT_FOUND, f"Method not found: {method_of(message)}")
             lowered = {k.lower(): v for k, v in request.headers.items()}
-            return await self._exchange(message, lowered, principal, forwarded)
+            return await self._exchange(request, message, lowered, principal, forwarded)
         except ProxyError as exc:
             return proxy_error_response(exc, rid)
 
     async def _exchange(
         self,
+        request: Request,
         message: Message,
         headers: Mapping[str, str],
         principal: str | None,
@@ -154,7 +156,13 @@ class StatelessRelay:
             else:
                 exchange = await self.bridge.open(message, principal, LinkOptions(dict(forwarded)))
             messages = exchange.messages()
-            first = await anext(messages)
+            first: Message | None = None
+            async with cancelled_on_disconnect(request):
+                first = await anext(messages)
+            if first is None:
+                with anyio.CancelScope(shield=True):
+                    await exchange.cancel()  # the client left before the first word: cancel upstream
+                return Response(status_code=499)
             if is_response(first):
                 return JSONResponse(first, status_code=stateless_status(first))
             handed_over = True
@@ -209,8 +217,10 @@ class StatelessRelay:
             headers={**backend.headers, **headers},
             timeout=httpx2.Timeout(backend.http.timeout.connect, read=self.request_timeout),
         )
+        upstream: httpx2.Response | None = None
         try:
-            upstream = await backend.http.send(upstream_request, stream=True)
+            async with cancelled_on_disconnect(request):
+                upstream = await backend.http.send(upstream_request, stream=True)
         except httpx2.HTTPError as exc:
             self.registry.release_inflight()
             self.metrics.backend_errors.labels(kind="connect").inc()
@@ -218,6 +228,11 @@ class StatelessRelay:
             return jsonrpc_error(
                 503, rid, BACKEND_UNAVAILABLE, "backend unreachable", headers={"retry-after": "1"}
             )
+        if upstream is None:
+            # The client left before the backend answered; abandoning the upstream call cancelled it.
+            self.registry.release_inflight()
+            self.metrics.requests.labels(method=method, outcome="cancelled").inc()
+            return Response(status_code=499)
 
         async def relay() -> AsyncIterator[bytes]:
             outcome = "ok" if upstream.status_code < 400 else f"http_{upstream.status_code}"
