@@ -10,10 +10,10 @@ from typing import Any
 
 import httpx
 from fastapi import FastAPI
+
 from mcplane_sidecar import build_config, create_app
 from mcplane_sidecar.app import Sidecar
 from mcplane_sidecar.config import merge
-
 from tests.fixtures.proxy_target import build_app
 from tests.support.asgi import serve_asgi
 

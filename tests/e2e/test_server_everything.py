@@ -31,11 +31,11 @@ import pytest
 from mcp import Client
 from mcp.client.session import ClientRequestContext
 from mcp_types.version import HANDSHAKE_PROTOCOL_VERSIONS
-from mcplane_sidecar import build_config, create_app
-from mcplane_sidecar.app import Sidecar
 from pydantic import FileUrl
 from starlette.types import ASGIApp, Receive, Scope, Send
 
+from mcplane_sidecar import build_config, create_app
+from mcplane_sidecar.app import Sidecar
 from tests.e2e.proxy_harness import MODERN_VERSION
 from tests.support.asgi import serve_asgi
 from tests.support.processes import FIXTURES, NODE_MODULES, async_running_process, free_port

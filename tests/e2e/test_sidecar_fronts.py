@@ -12,8 +12,8 @@ import pytest
 from mcp import Client, StdioServerParameters
 from mcp.client.sse import sse_client
 from mcp.client.stdio import stdio_client
-from mcplane_sidecar import create_proxy_server
 
+from mcplane_sidecar import create_proxy_server
 from tests.e2e.proxy_harness import (
     ACCEPT_BOTH,
     call,
