@@ -52,6 +52,8 @@ logger = logging.getLogger(__name__)
 
 # A process that stayed up this long was healthy: its next crash restarts after the initial delay again.
 STABLE_UPTIME: Final = 10.0
+# How long past the scheduled restart a request waits for it before being refused.
+RESTART_WAIT_MARGIN: Final = 1.0
 # Shutdown follows the spec's stdio sequence (close stdin, wait, SIGTERM, SIGKILL), every wait bounded.
 STOP_GRACE: Final = 2.0
 TERM_GRACE: Final = 2.0
@@ -257,6 +259,7 @@ class StdioLink:
         self._incoming: MemoryObjectReceiveStream[BackendMessage] = receive
         self._state = _State.STARTING
         self._state_changed = anyio.Event()
+        self._next_delay = config.restart_initial_delay
         self._down_reason = "backend process is not running"
         self._run: _Run | None = None
         self._write_lock = anyio.Lock()
@@ -286,6 +289,11 @@ class StdioLink:
 
     async def send(self, message: Message) -> None:
         data = _encode_line(message)
+        if self._state is _State.DOWN:
+            # A restart is scheduled: wait for that one attempt rather than fail a call that could succeed
+            # a moment later. A server that keeps dying still fails fast, at the backoff's pace.
+            with anyio.move_on_after(self._next_delay + RESTART_WAIT_MARGIN):
+                await self._state_changed.wait()
         while self._state is _State.STARTING:
             await self._state_changed.wait()
         if self._state is _State.CLOSED:
@@ -335,6 +343,7 @@ class StdioLink:
                 logger.warning("%s; retrying in %g s", reason, delay, extra={"session_id": self._label})
                 self._metrics.backend_errors.labels(kind="spawn").inc()
                 self._set_state(_State.DOWN, reason)
+                self._next_delay = delay
                 restart_reason = "start_failed"
                 continue
             run = _Run(process, generation)
@@ -347,6 +356,7 @@ class StdioLink:
                     await _stop_process(process, self._label)
             if anyio.current_time() - started_at >= STABLE_UPTIME:
                 delay = self._config.restart_initial_delay
+            self._next_delay = delay
             logger.warning(
                 "%s; restarting in %g s", self._down_reason, delay, extra={"session_id": self._label}
             )
