@@ -4,6 +4,10 @@ VENV := .venv
 BIN := $(VENV)/bin
 PY_STAMP := $(VENV)/.installed
 NODE_STAMP := tests/node/node_modules/.installed
+# asyncmcp 0.2.1 (the async-transport peer) needs mcp 1.x and Starlette < 1.0: its own venv, run as subprocesses.
+ASYNCMCP_VENV := .venv-asyncmcp
+ASYNCMCP_STAMP := $(ASYNCMCP_VENV)/.installed
+ASYNCMCP_CONSTRAINTS := tests/async/constraints-asyncmcp.txt
 
 .PHONY: demo test test-fast lint typecheck bench clean
 
@@ -11,6 +15,13 @@ $(PY_STAMP): pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
 	$(BIN)/pip install --quiet -c constraints.txt -e '.[test]'
+	touch $@
+
+$(ASYNCMCP_STAMP): $(ASYNCMCP_CONSTRAINTS)
+	$(PYTHON) -m venv $(ASYNCMCP_VENV)
+	$(ASYNCMCP_VENV)/bin/pip install --quiet --upgrade pip
+	$(ASYNCMCP_VENV)/bin/pip install --quiet -c $(ASYNCMCP_CONSTRAINTS) \
+		asyncmcp==0.2.1 mcp==1.30.0 starlette==0.52.1 boto3
 	touch $@
 
 $(NODE_STAMP): tests/node/package.json tests/node/package-lock.json
@@ -32,11 +43,11 @@ typecheck: $(PY_STAMP)
 test-fast: $(PY_STAMP)
 	$(BIN)/pytest -m "not e2e"
 
-test: $(PY_STAMP) $(NODE_STAMP) lint typecheck
+test: $(PY_STAMP) $(NODE_STAMP) $(ASYNCMCP_STAMP) lint typecheck
 	$(BIN)/pytest
 
 bench: $(PY_STAMP) $(NODE_STAMP)
 	$(BIN)/python bench/sidecar_latency.py
 
 clean:
-	rm -rf $(VENV) tests/node/node_modules .pytest_cache .mypy_cache .ruff_cache
+	rm -rf $(VENV) $(ASYNCMCP_VENV) tests/node/node_modules .pytest_cache .mypy_cache .ruff_cache

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import logging
+import re
+import socket
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Final
@@ -34,6 +36,12 @@ CORS_EXPOSED: Final = ["mcp-session-id", "mcp-protocol-version"]
 CORS_ALLOWED: Final = ["*"]
 
 
+def instance_name(name: str) -> str:
+    """This replica's name: the sidecar's name and the host (the pod name in Kubernetes), queue-safe."""
+    raw = f"{name}-{socket.gethostname()}"
+    return re.sub(r"[^A-Za-z0-9_-]", "-", raw)[:64]
+
+
 class Sidecar:
     """Everything one running sidecar owns, built from its config; `app.state.sidecar`."""
 
@@ -48,7 +56,9 @@ class Sidecar:
             raise ConfigError("security.tokens: the configured sources hold no token")
         self.guard = Guard(config.security, tokens)
         self.http = new_http_client(config.backend)
-        self.backend = build_backend(config.backend, config.sessions, self.http, self.metrics)
+        self.backend = build_backend(
+            config.backend, config.sessions, self.http, self.metrics, instance=instance_name(config.name)
+        )
         self.registry = SessionRegistry(self.backend, config.sessions, self.metrics)
         self.stateless = StatelessRelay(
             self.backend, self.registry, self.metrics, request_timeout=config.sessions.request_timeout
@@ -71,7 +81,7 @@ class Sidecar:
     @asynccontextmanager
     async def running(self) -> AsyncIterator[None]:
         try:
-            async with self.registry.run(), self.stateless.run():
+            async with self.backend.running(), self.registry.run(), self.stateless.run():
                 await self.check_ready()
                 yield
         finally:
@@ -108,6 +118,8 @@ def create_app(config: SidecarConfig, *, metrics: Metrics | None = None) -> Fast
         forward_authorization=config.backend.forward_authorization,
     )
     app.add_api_route(config.server.path, mcp, methods=MCP_METHODS, include_in_schema=False)
+    for route in getattr(sidecar.backend, "routes", list)():
+        app.router.routes.append(route)  # e.g. the webhook backend's callback endpoint
     app.add_api_route(config.server.sse_path, legacy.stream, methods=["GET"], include_in_schema=False)
     app.add_api_route(config.server.message_path, legacy.post, methods=["POST"], include_in_schema=False)
 

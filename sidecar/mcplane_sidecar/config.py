@@ -77,12 +77,71 @@ class StdioBackendConfig(_Strict):
     )
 
 
+class AwsConfig(_Strict):
+    """Where AWS is. Credentials come from the standard provider chain (env, web identity / IRSA,
+    instance profile), never from this file."""
+
+    region: str = Field("us-east-1", description="AWS region of the queues and topics.")
+    endpoint_url: str | None = Field(
+        None, description="Override endpoint (LocalStack, moto) for SQS and SNS."
+    )
+
+
+class QueueTuning(_Strict):
+    wait_time_seconds: int = Field(20, ge=0, le=20, description="Long-poll wait of each receive (s).")
+    visibility_timeout: int = Field(30, ge=0, le=43200, description="Seconds a received reply stays hidden.")
+    max_messages: int = Field(10, ge=1, le=10, description="Replies taken per receive.")
+
+
+class SqsBackendConfig(QueueTuning):
+    request_queue_url: str | None = Field(None, description="The server's request queue (kind sqs).")
+    reply_queue_url: str | None = Field(
+        None, description="This sidecar's reply queue. Unset: created at start, deleted at shutdown."
+    )
+    reply_queue_name: str | None = Field(
+        None, pattern=r"^[A-Za-z0-9_-]{1,80}$", description="Name of the created reply queue."
+    )
+
+
+class SnsBackendConfig(_Strict):
+    request_topic_arn: str = Field(description="The topic the server's request queue is subscribed to.")
+    reply_topic_arn: str = Field(
+        description="The topic the server publishes replies to; the reply queue is subscribed to it."
+    )
+    subscribe_reply_queue: bool = Field(
+        True, description="Subscribe the reply queue to the reply topic at start (idempotent)."
+    )
+    raw_delivery: bool = Field(False, description="Subscribe with RawMessageDelivery (else SNS envelopes).")
+
+
+class WebhookBackendConfig(_Strict):
+    server_url: str = Field(
+        description="The server's webhook request endpoint, e.g. http://svc:8000/mcp/request."
+    )
+    public_base_url: str = Field(
+        description="Base URL at which the server reaches this sidecar (in Kubernetes, the Service address)."
+    )
+    callback_path: str = Field(
+        "/webhooks", pattern=r"^/[A-Za-z0-9/_-]*$", description="Path of the callbacks."
+    )
+
+
 class BackendConfig(_Strict):
-    kind: Literal["auto", "http", "sse", "stdio"] = Field(
+    kind: Literal["auto", "http", "sse", "stdio", "sqs", "sns-sqs", "webhook"] = Field(
         "auto", description="`auto` tries Streamable HTTP first and falls back to legacy SSE."
     )
     url: str | None = Field(None, description="URL of a remote MCP server (http, sse, auto).")
     stdio: StdioBackendConfig | None = None
+    aws: AwsConfig = Field(default_factory=AwsConfig)
+    sqs: SqsBackendConfig | None = None
+    sns: SnsBackendConfig | None = None
+    webhook: WebhookBackendConfig | None = None
+    client_id: str | None = Field(
+        None, description="ClientId / X-Client-ID sent to async servers (default: the sidecar's name)."
+    )
+    message_attributes: dict[str, str] = Field(
+        default_factory=dict, description="Extra SQS/SNS message attributes on every message."
+    )
     headers: dict[str, SecretValue] = Field(
         default_factory=dict, description="Headers added to every backend HTTP request."
     )
@@ -99,6 +158,12 @@ class BackendConfig(_Strict):
             raise ValueError("backend.kind stdio needs backend.stdio.command")
         if self.kind in ("auto", "http", "sse") and not self.url:
             raise ValueError(f"backend.kind {self.kind} needs backend.url")
+        if self.kind == "sqs" and (self.sqs is None or not self.sqs.request_queue_url):
+            raise ValueError("backend.kind sqs needs backend.sqs.request_queue_url")
+        if self.kind == "sns-sqs" and self.sns is None:
+            raise ValueError("backend.kind sns-sqs needs backend.sns (request_topic_arn, reply_topic_arn)")
+        if self.kind == "webhook" and self.webhook is None:
+            raise ValueError("backend.kind webhook needs backend.webhook (server_url, public_base_url)")
         if self.url and not self.url.startswith(("http://", "https://")):
             raise ValueError("backend.url must be an http:// or https:// URL")
         return self
@@ -137,11 +202,11 @@ class LoggingConfig(_Strict):
 
 class SidecarConfig(_Strict):
     name: str = Field("mcplane", description="Name shown in logs and metrics.")
-    server: ServerConfig = Field(default_factory=ServerConfig)  # type: ignore[arg-type]
+    server: ServerConfig = Field(default_factory=ServerConfig)
     backend: BackendConfig
-    sessions: SessionConfig = Field(default_factory=SessionConfig)  # type: ignore[arg-type]
+    sessions: SessionConfig = Field(default_factory=SessionConfig)
     security: SecurityConfig = Field(default_factory=SecurityConfig)
-    logging: LoggingConfig = Field(default_factory=LoggingConfig)  # type: ignore[arg-type]
+    logging: LoggingConfig = Field(default_factory=LoggingConfig)
     drain_timeout: float = Field(25.0, ge=0, description="Seconds in-flight requests get after SIGTERM.")
 
 

@@ -53,5 +53,43 @@ class Metrics:
             ["reason"],
             registry=r,
         )
+        # Asynchronous backends (SQS, SNS+SQS, webhook).
+        self.async_sent = Counter(
+            "mcplane_async_messages_sent_total",
+            "Messages put on a queue, topic or webhook.",
+            ["backend", "destination"],
+            registry=r,
+        )
+        self.async_received = Counter(
+            "mcplane_async_messages_received_total",
+            "Replies taken from the reply channel.",
+            ["backend", "source"],
+            registry=r,
+        )
+        self.async_deleted = Counter(
+            "mcplane_async_messages_deleted_total",
+            "Replies acknowledged (deleted) after dispatch.",
+            ["backend", "source"],
+            registry=r,
+        )
+        self.async_receive_errors = Counter(
+            "mcplane_async_receive_errors_total",
+            "Failed receives from the reply channel.",
+            ["backend"],
+            registry=r,
+        )
+        self.async_unknown_replies = Counter(
+            "mcplane_async_unknown_session_replies_total",
+            "Replies for sessions this sidecar does not hold.",
+            ["backend"],
+            registry=r,
+        )
+        self.async_reply_latency = Histogram(
+            "mcplane_async_reply_latency_seconds",
+            "From sending a request to its reply arriving.",
+            ["backend"],
+            buckets=LATENCY_BUCKETS,
+            registry=r,
+        )
         self.max_sessions = Gauge("mcplane_sessions_limit", "The configured session limit.", registry=r)
         self.ready = Gauge("mcplane_backend_ready", "1 when the backend answered its last check.", registry=r)

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import AsyncIterator
-from contextlib import AbstractAsyncContextManager, asynccontextmanager
+from contextlib import AbstractAsyncContextManager, asynccontextmanager, nullcontext
 from typing import Any, Final
 
 import anyio
@@ -87,6 +87,9 @@ class AutoBackend:
         backend = await self.resolve()
         async with backend.open_link(options) as link:
             yield link
+
+    def running(self) -> AbstractAsyncContextManager[None]:
+        return nullcontext()
 
     async def check_ready(self) -> str | None:
         try:

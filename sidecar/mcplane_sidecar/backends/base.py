@@ -51,6 +51,9 @@ class Backend(Protocol):
     def open_link(self, options: LinkOptions) -> AbstractAsyncContextManager[BackendLink]:
         """One backend session, closed (DELETE, process stop) when the context exits."""
 
+    def running(self) -> AbstractAsyncContextManager[None]:
+        """Held for the sidecar's lifetime: shared clients, reply readers, created queues."""
+
     async def check_ready(self) -> str | None:
         """None when the backend is reachable, else a sentence saying why not."""
 

@@ -7,9 +7,11 @@ import httpx2
 from mcplane_sidecar.backends.auto import AutoBackend
 from mcplane_sidecar.backends.base import Backend
 from mcplane_sidecar.backends.http import HttpBackend
+from mcplane_sidecar.backends.queues import QueueBackend, QueueSettings, SnsSqsBackend
 from mcplane_sidecar.backends.sse import SseBackend
 from mcplane_sidecar.backends.stdio import StdioBackend
-from mcplane_sidecar.config import BackendConfig, ConfigError, SessionConfig
+from mcplane_sidecar.backends.webhook import WebhookBackend
+from mcplane_sidecar.config import BackendConfig, ConfigError, SessionConfig, SqsBackendConfig
 from mcplane_sidecar.metrics import Metrics
 
 
@@ -30,9 +32,33 @@ def new_http_client(config: BackendConfig) -> httpx2.AsyncClient:
 
 
 def build_backend(
-    config: BackendConfig, sessions: SessionConfig, http: httpx2.AsyncClient, metrics: Metrics
+    config: BackendConfig,
+    sessions: SessionConfig,
+    http: httpx2.AsyncClient,
+    metrics: Metrics,
+    *,
+    instance: str,
 ) -> Backend:
+    """`instance` names this sidecar replica (its reply queue, the default ClientId)."""
     headers = resolve_headers(config)
+    client_id = config.client_id or instance
+    if config.kind in ("sqs", "sns-sqs"):
+        settings = QueueSettings(
+            aws=config.aws,
+            sqs=config.sqs or SqsBackendConfig(),  # sns-sqs needs only the reply-queue settings
+            client_id=client_id,
+            extra_attributes=config.message_attributes,
+            instance=instance,
+        )
+        if config.kind == "sqs":
+            return QueueBackend(settings, metrics)
+        assert config.sns is not None
+        return SnsSqsBackend(settings, metrics, config.sns)
+    if config.kind == "webhook":
+        assert config.webhook is not None
+        return WebhookBackend(
+            config.webhook, client_id=client_id, http=http, headers=headers, metrics=metrics
+        )
     if config.kind == "stdio":
         assert config.stdio is not None
         return StdioBackend(config.stdio, metrics, request_timeout=sessions.request_timeout)

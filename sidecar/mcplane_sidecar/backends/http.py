@@ -12,7 +12,7 @@ from __future__ import annotations
 import logging
 import math
 from collections.abc import AsyncIterator, Mapping
-from contextlib import AbstractAsyncContextManager, asynccontextmanager
+from contextlib import AbstractAsyncContextManager, asynccontextmanager, nullcontext
 from typing import Any, Final
 
 import anyio
@@ -139,6 +139,9 @@ class HttpBackend:
                 with anyio.CancelScope(shield=True):
                     await link.terminate()
                     send.close()
+
+    def running(self) -> AbstractAsyncContextManager[None]:
+        return nullcontext()
 
     async def check_ready(self) -> str | None:
         # Any HTTP answer means the server is up; a session is not opened just to probe.

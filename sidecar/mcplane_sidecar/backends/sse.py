@@ -17,7 +17,7 @@ import math
 import random
 import socket
 from collections.abc import AsyncGenerator, AsyncIterator
-from contextlib import aclosing, asynccontextmanager
+from contextlib import AbstractAsyncContextManager, aclosing, asynccontextmanager, nullcontext
 from dataclasses import dataclass, field
 from typing import Final, cast
 
@@ -111,6 +111,9 @@ class SseBackend:
         link = _SseLink(self, options)
         async with link.run():
             yield link
+
+    def running(self) -> AbstractAsyncContextManager[None]:
+        return nullcontext()
 
     async def check_ready(self) -> str | None:
         """Open a stream, wait for its `endpoint` event, close it again."""

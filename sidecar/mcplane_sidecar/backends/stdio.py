@@ -595,6 +595,9 @@ class StdioBackend:
         finally:
             link.close()
 
+    def running(self) -> AbstractAsyncContextManager[None]:
+        return nullcontext()
+
     async def check_ready(self) -> str | None:
         return await anyio.to_thread.run_sync(self._resolve_command)
 
