@@ -80,12 +80,13 @@ class MotoServer:
 
 @contextmanager
 def moto_server(
-    *, log_dir: Path | None = None, ready_timeout: float = READY_TIMEOUT_S
+    *, log_dir: Path | None = None, ready_timeout: float = READY_TIMEOUT_S, port: int | None = None
 ) -> Iterator[MotoServer]:
-    """moto in server mode on 127.0.0.1 on a free port until the block ends; then SIGTERM/SIGKILL by PID."""
+    """moto in server mode on 127.0.0.1 (on `port`, else a free one) until the block ends; then
+    SIGTERM/SIGKILL by PID. A restarted moto on the same port starts empty."""
     if not MOTO_SERVER.exists():
         raise ProcessStartError(f"{MOTO_SERVER} is missing: install the test extras (make test)")
-    port = free_port()
+    port = port or free_port()
     argv = [MOTO_SERVER, "-H", LOOPBACK, "-p", str(port)]
     with running_process(
         argv, port=port, env=DUMMY_AWS_ENV, log_dir=log_dir, label="moto", ready_timeout=ready_timeout

@@ -213,6 +213,9 @@ class QueueBackend:
     async def _prepare_reply_channel(self, queue_url: str) -> None:
         return None
 
+    def _reply_channel_lost(self) -> None:
+        return None
+
     async def _delete_created_queue(self) -> None:
         if self._created_queue and self._reply_queue_url is not None:
             try:
@@ -238,6 +241,11 @@ class QueueBackend:
                     MessageAttributeNames=["All"],
                 )
             except (BotoCoreError, ClientError) as exc:
+                if _queue_missing(exc) and self._created_queue:
+                    # Our own queue vanished (the endpoint was reset): make it again, same name, same URL.
+                    logger.warning("reply queue %s is gone; creating it again", self._reply_queue_url)
+                    queue_url = self._reply_queue_url = None
+                    self._reply_channel_lost()
                 reason = f"{self.kind} reply queue unreachable: {_describe(exc)}"
                 if reason != self._reader_reason:
                     logger.warning(reason)
@@ -351,6 +359,16 @@ class SnsSqsBackend(QueueBackend):
 
     async def _check_request_channel(self) -> None:
         await self._sns.get_topic_attributes(TopicArn=self._sns_config.request_topic_arn)
+
+    def _reply_channel_lost(self) -> None:
+        self._subscribed = False  # a recreated queue needs its subscription again
+
+
+MISSING_QUEUE_CODES: Final = frozenset({"AWS.SimpleQueueService.NonExistentQueue", "QueueDoesNotExist"})
+
+
+def _queue_missing(exc: BaseException) -> bool:
+    return isinstance(exc, ClientError) and exc.response.get("Error", {}).get("Code") in MISSING_QUEUE_CODES
 
 
 def _describe(exc: BaseException) -> str:
