@@ -109,6 +109,7 @@ def create_app(config: SidecarConfig, *, metrics: Metrics | None = None) -> Fast
         max_body_bytes=sessions.max_body_bytes,
         request_timeout=sessions.request_timeout,
         forward_authorization=config.backend.forward_authorization,
+        sessionless=sessions.stateless,
     )
     legacy = LegacySseEndpoints(
         sidecar.registry,

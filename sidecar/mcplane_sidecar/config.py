@@ -177,6 +177,12 @@ class SessionConfig(_Strict):
     request_timeout: float = Field(300.0, gt=0, description="Seconds a request may wait for its response.")
     max_inflight: int = Field(1024, ge=1, description="Requests in flight across all sessions.")
     max_body_bytes: int = Field(4 * 1024 * 1024, ge=1024, description="Largest POST body accepted (413).")
+    stateless: bool = Field(
+        False,
+        description="Keep no per-client sessions: handshake-era clients get no Mcp-Session-Id and share "
+        "one backend session per principal (as asyncmcp's proxy `stateless`). 2026-07-28 clients are "
+        "stateless either way.",
+    )
     replay_buffer: int = Field(
         256, ge=0, description="Events kept per SSE stream for Last-Event-ID resumption."
     )

@@ -466,3 +466,25 @@ async def test_cors_preflight_for_configured_origins() -> None:
             proxied.url, headers={"origin": "https://other.example", "access-control-request-method": "POST"}
         )
         assert "access-control-allow-origin" not in other.headers
+
+
+async def test_stateless_mode_serves_handshake_clients_without_sessions() -> None:
+    async with (
+        proxied_target({"sessions": {"stateless": True}}) as proxied,
+        httpx.AsyncClient(timeout=DEADLINE) as http,
+    ):
+        init = await http.post(proxied.url, json=initialize_request(), headers={"accept": ACCEPT_BOTH})
+        assert init.status_code == 200
+        assert "mcp-session-id" not in init.headers
+        assert init.json()["result"]["serverInfo"]["name"] == "proxy-target"
+        headers = {"accept": ACCEPT_BOTH}
+        for number in range(2, 5):
+            reply = await http.post(
+                proxied.url, json=call(number, "echo", {"text": f"n{number}"}), headers=headers
+            )
+            assert final_response(reply, number)["result"]["content"][0]["text"] == f"n{number}"
+        # One shared backend session serves them all.
+        assert len(proxied.sidecar.registry.sessions) == 1
+        with anyio.fail_after(DEADLINE):
+            async with Client(proxied.url, mode="legacy") as client:
+                assert text_of(await client.call_tool("echo", {"text": "sdk"})) == "sdk"

@@ -95,6 +95,12 @@ class HandshakeBridge:
             logger.info("opened a bridged backend session for 2026-07-28 clients")
             return bridged
 
+    async def initialize_result(
+        self, message: Message, principal: str | None, options: LinkOptions
+    ) -> dict[str, Any]:
+        """What the bridged backend session answered to its initialize (for sessionless 2025 clients)."""
+        return (await self._bridged(principal, message, options)).initialize_result
+
     async def open(self, message: Message, principal: str | None, options: LinkOptions) -> BridgedRequest:
         """Start serving one stateless request; iterate the result for the messages to send back."""
         bridged = await self._bridged(principal, message, options)

@@ -140,6 +140,8 @@ class StatelessRelay:
         headers: Mapping[str, str],
         principal: str | None,
         forwarded: Mapping[str, str],
+        *,
+        bridged_only: bool = False,
     ) -> Response:
         """Serve the request on a pooled stdio process, else on a bridged handshake-era session; answer
         with JSON when the first message is the final response, else stream."""
@@ -148,7 +150,7 @@ class StatelessRelay:
         handed_over = False
         try:
             exchange: StatelessExchange
-            if self.pool is not None and await self.pool.speaks_modern():
+            if not bridged_only and self.pool is not None and await self.pool.speaks_modern():
                 rejection = await param_header_rejection(self.pool, message, headers)
                 if rejection is not None:
                     return jsonrpc_error(400, rid, rejection.code, rejection.message, data=rejection.data)
@@ -172,6 +174,22 @@ class StatelessRelay:
         finally:
             if not handed_over:
                 self.registry.release_inflight()
+
+    async def serve_sessionless(
+        self, request: Request, message: Message, principal: str | None, forwarded: Mapping[str, str]
+    ) -> Response:
+        """`sessions.stateless`: a handshake-era client served without a session of its own. `initialize`
+        is answered from the shared bridged backend session; every request goes through the bridge."""
+        rid = request_id(message)
+        try:
+            if method_of(message) == "initialize":
+                result = await self.bridge.initialize_result(message, principal, LinkOptions(dict(forwarded)))
+                return JSONResponse({"jsonrpc": "2.0", "id": rid, "result": result})
+            if not is_request(message):
+                return Response(status_code=202)  # no session to tell
+            return await self._exchange(request, message, {}, principal, forwarded, bridged_only=True)
+        except ProxyError as exc:
+            return proxy_error_response(exc, rid)
 
     async def _events(
         self, exchange: StatelessExchange, first: Message, messages: AsyncIterator[Message]

@@ -100,7 +100,9 @@ class StreamableHttpEndpoint:
         max_body_bytes: int,
         request_timeout: float,
         forward_authorization: bool,
+        sessionless: bool = False,
     ) -> None:
+        self.sessionless = sessionless
         self.registry = registry
         self.guard = guard
         self.metrics = metrics
@@ -178,6 +180,10 @@ class StreamableHttpEndpoint:
             return proxy_error_response(exc, request_id(message))
 
     async def _dispatch(self, request: Request, client: ClientContext, message: Message) -> Response:
+        if self.sessionless and MCP_SESSION_ID not in request.headers:
+            return await self.stateless.serve_sessionless(
+                request, message, client.principal, client.forwarded
+            )
         if method_of(message) == "initialize":
             if MCP_SESSION_ID in request.headers:
                 # Re-initializing inside a session is the backend's call; pass it along.
