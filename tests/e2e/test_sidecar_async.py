@@ -177,6 +177,7 @@ async def test_a_message_over_the_sqs_limit_is_refused_before_sending(
         too_big = await http.post(
             proxied.url, json=call("big", "size", {"blob": "x" * 300_000}), headers=headers
         )
+        assert too_big.status_code == 413
         error = final_response(too_big, "big")["error"]
         assert error["code"] == -32008
         assert "262144-byte limit" in error["message"]
@@ -268,6 +269,7 @@ async def test_the_endpoint_going_down_and_coming_back(tmp_path: Path) -> None:
 
             first_moto.close()
             down = await http.post(url, json=call(3, "echo", {"text": "down"}), headers=headers)
+            assert down.status_code == 503
             error = final_response(down, 3)["error"]
             assert error["code"] == -32003
             assert "send failed" in error["message"]
@@ -292,3 +294,15 @@ async def test_the_endpoint_going_down_and_coming_back(tmp_path: Path) -> None:
                 fresh = session_headers(await open_session(http, url))
                 after = await http.post(url, json=call(5, "echo", {"text": "fresh"}), headers=fresh)
                 assert final_response(after, 5)["result"]["content"][0]["text"] == "fresh"
+
+
+async def test_a_created_reply_queue_lives_exactly_as_long_as_the_sidecar(
+    moto: MotoServer, tmp_path: Path
+) -> None:
+    sqs = aws_client("sqs", moto.url)
+    async with sidecar_for("sqs", moto, tmp_path) as proxied, httpx.AsyncClient(timeout=DEADLINE) as http:
+        await open_session(http, proxied.url)  # a session needs the reply queue, so it exists by now
+        created = proxied.sidecar.backend._reply_queue_url  # type: ignore[attr-defined]
+        assert created in sqs.list_queues().get("QueueUrls", [])
+        assert created.rsplit("/", 1)[-1].startswith("mcplane-replies-")
+    assert created not in sqs.list_queues().get("QueueUrls", [])

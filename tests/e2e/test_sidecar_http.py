@@ -271,6 +271,8 @@ async def test_backend_restart_is_invisible_to_the_client() -> None:
             first = await http.post(proxied.url, json=call(2, "echo", {"text": "before"}), headers=headers)
             assert final_response(first, 2)["result"]["content"][0]["text"] == "before"
         down = await http.post(proxied.url, json=call(3, "echo", {"text": "down"}), headers=headers)
+        assert down.status_code == 503
+        assert down.headers["retry-after"] == "1"
         assert final_response(down, 3)["error"]["code"] == -32003  # a clear error with the request's id
         async with serve_asgi(build_app(), port=port):  # a new process knows nothing of the old session
             after = await http.post(proxied.url, json=call(4, "echo", {"text": "after"}), headers=headers)

@@ -9,7 +9,13 @@ from sse_starlette import EventSourceResponse, ServerSentEvent
 from starlette.responses import JSONResponse, Response
 
 from mcplane_sidecar.core.replay import ReplayStream
-from mcplane_sidecar.errors import BACKEND_TIMEOUT, ProxyError
+from mcplane_sidecar.errors import (
+    BACKEND_SESSION_LOST,
+    BACKEND_TIMEOUT,
+    BACKEND_UNAVAILABLE,
+    REQUEST_TOO_LARGE,
+    ProxyError,
+)
 from mcplane_sidecar.jsonrpc import Message, RequestId, dumps, error_response
 
 # Proxies such as nginx buffer responses unless told not to; SSE must flow event by event.
@@ -37,12 +43,30 @@ def proxy_error_response(exc: ProxyError, id_: RequestId | None) -> Response:
     return jsonrpc_error(exc.http_status, id_, exc.code, exc.message, data=exc.data, headers=headers)
 
 
+# The proxy's own answers for trouble behind it carry an HTTP status that says so, as load balancers and
+# retry logic expect; every other JSON-RPC response (the backend's own errors included) is a plain 200.
+PROXY_ERROR_STATUS: Final = {
+    BACKEND_TIMEOUT: 504,
+    BACKEND_UNAVAILABLE: 503,
+    BACKEND_SESSION_LOST: 502,
+    REQUEST_TOO_LARGE: 413,
+}
+
+
 def status_of(reply: Message | None) -> int:
-    """HTTP status for a final response: 504 when the proxy's deadline settled it, else 200."""
+    """HTTP status for a final response: the proxy's own failure codes map to 5xx/413, the rest to 200."""
     if reply is None:
         return 504
     error = reply.get("error")
-    return 504 if isinstance(error, dict) and error.get("code") == BACKEND_TIMEOUT else 200
+    if isinstance(error, dict) and isinstance(error.get("code"), int):
+        return PROXY_ERROR_STATUS.get(error["code"], 200)
+    return 200
+
+
+def reply_response(reply: Message, status: int | None = None) -> JSONResponse:
+    """A final JSON-RPC response as JSON; a 503 tells the client when to try again."""
+    code = status_of(reply) if status is None else status
+    return JSONResponse(reply, status_code=code, headers={"retry-after": "1"} if code == 503 else None)
 
 
 def message_event(event_id: str | None, message: Message) -> ServerSentEvent:

@@ -42,6 +42,7 @@ from mcplane_sidecar.front.responses import (
     jsonrpc_error,
     message_event,
     proxy_error_response,
+    reply_response,
     sse_response,
     status_of,
 )
@@ -166,7 +167,7 @@ class StatelessRelay:
                     await exchange.cancel()  # the client left before the first word: cancel upstream
                 return Response(status_code=499)
             if is_response(first):
-                return JSONResponse(first, status_code=stateless_status(first))
+                return reply_response(first, stateless_status(first))
             handed_over = True
             return sse_response(self._events(exchange, first, messages))
         except StopAsyncIteration:

@@ -27,8 +27,8 @@ from mcplane_sidecar.front.responses import (
     jsonrpc_error,
     message_event,
     proxy_error_response,
+    reply_response,
     sse_response,
-    status_of,
 )
 from mcplane_sidecar.front.security import Guard
 from mcplane_sidecar.front.stateless import StatelessRelay
@@ -225,7 +225,7 @@ class StreamableHttpEndpoint:
         if reply is None or "error" in reply:
             session.close()
             answer = reply or error_response(rid, BACKEND_TIMEOUT, "backend did not answer initialize")
-            return JSONResponse(answer, status_code=status_of(reply))
+            return reply_response(answer)
         return JSONResponse(reply, headers={MCP_SESSION_ID: session.session_id})
 
     async def _relay_request(self, request: Request, session: ProxySession, message: Message) -> Response:
@@ -245,11 +245,11 @@ class StreamableHttpEndpoint:
             events = stream.follow()
             first_id, first = await anext(events)
             if is_response(first) and first.get("id") == rid:
-                return JSONResponse(first, status_code=status_of(first))
+                return reply_response(first)
             if not accepts(request, "text/event-stream"):
                 async for _, event in events:  # a JSON-only client gets the final response alone
                     if is_response(event) and event.get("id") == rid:
-                        return JSONResponse(event, status_code=status_of(event))
+                        return reply_response(event)
                 return jsonrpc_error(502, rid, BACKEND_TIMEOUT, "the request ended without a response")
             handed_over = True
             return sse_response(self._stream_rest(stream, first_id, first, events))
