@@ -20,6 +20,7 @@ from starlette.responses import JSONResponse, Response
 from mcplane_sidecar.backends.factory import build_backend, new_http_client
 from mcplane_sidecar.config import ConfigError, SidecarConfig
 from mcplane_sidecar.core.registry import SessionRegistry
+from mcplane_sidecar.front.inbound import Admission
 from mcplane_sidecar.front.legacy_sse import LegacySseEndpoints
 from mcplane_sidecar.front.responses import jsonrpc_error
 from mcplane_sidecar.front.security import Guard, read_tokens
@@ -101,22 +102,23 @@ def create_app(config: SidecarConfig, *, metrics: Metrics | None = None) -> Fast
     app = FastAPI(title=f"mcplane sidecar ({config.name})", lifespan=lifespan, docs_url=None, redoc_url=None)
     app.state.sidecar = sidecar
     sessions = config.sessions
+    admission = Admission(
+        sidecar.guard, sidecar.metrics, forward_authorization=config.backend.forward_authorization
+    )
     mcp = StreamableHttpEndpoint(
         sidecar.registry,
-        sidecar.guard,
         sidecar.metrics,
         sidecar.stateless,
+        admission,
         max_body_bytes=sessions.max_body_bytes,
         request_timeout=sessions.request_timeout,
-        forward_authorization=config.backend.forward_authorization,
         sessionless=sessions.stateless,
     )
     legacy = LegacySseEndpoints(
         sidecar.registry,
-        sidecar.guard,
+        admission,
         message_path=config.server.message_path,
         max_body_bytes=sessions.max_body_bytes,
-        forward_authorization=config.backend.forward_authorization,
     )
     app.add_api_route(config.server.path, mcp, methods=MCP_METHODS, include_in_schema=False)
     for route in getattr(sidecar.backend, "routes", list)():

@@ -9,17 +9,16 @@ from urllib.parse import quote
 
 from mcp_types.jsonrpc import INVALID_REQUEST
 from sse_starlette import ServerSentEvent
-from starlette.requests import ClientDisconnect, Request
+from starlette.requests import Request
 from starlette.responses import Response
 
 from mcplane_sidecar.backends.base import LinkOptions
-from mcplane_sidecar.core.registry import SessionRegistry, principal_of
+from mcplane_sidecar.core.registry import SessionRegistry
 from mcplane_sidecar.core.session import ProxySession
-from mcplane_sidecar.errors import REQUEST_TOO_LARGE, UNAUTHORIZED, ProxyError
+from mcplane_sidecar.errors import ProxyError
+from mcplane_sidecar.front.inbound import Admission
 from mcplane_sidecar.front.responses import follow_stream, jsonrpc_error, proxy_error_response, sse_response
-from mcplane_sidecar.front.security import Guard
-from mcplane_sidecar.front.streamable_http import BodyTooLarge, read_body
-from mcplane_sidecar.jsonrpc import MalformedMessage, is_request, parse_message, request_id
+from mcplane_sidecar.jsonrpc import is_request, request_id
 
 logger = logging.getLogger(__name__)
 
@@ -28,41 +27,22 @@ class LegacySseEndpoints:
     def __init__(
         self,
         registry: SessionRegistry,
-        guard: Guard,
+        admission: Admission,
         *,
         message_path: str,
         max_body_bytes: int,
-        forward_authorization: bool,
     ) -> None:
         self.registry = registry
-        self.guard = guard
+        self.admission = admission
         self.message_path = message_path
         self.max_body_bytes = max_body_bytes
-        self.forward_authorization = forward_authorization
-
-    def _admit(self, request: Request) -> tuple[Response | None, str | None]:
-        if not self.guard.origin_allowed(request):
-            return jsonrpc_error(403, None, INVALID_REQUEST, "Forbidden: origin not allowed"), None
-        accepted, token = self.guard.authenticate(request)
-        if not accepted:
-            return jsonrpc_error(
-                401,
-                None,
-                UNAUTHORIZED,
-                "Unauthorized: a valid bearer token is required",
-                headers={"www-authenticate": 'Bearer realm="mcplane"'},
-            ), None
-        return None, principal_of(token)
 
     async def stream(self, request: Request) -> Response:
-        refusal, principal = self._admit(request)
-        if refusal is not None:
-            return refusal
-        forwarded = {}
-        if self.forward_authorization and "authorization" in request.headers:
-            forwarded["authorization"] = request.headers["authorization"]
+        client = self.admission.admit(request)
+        if isinstance(client, Response):
+            return client
         try:
-            session = await self.registry.open_session("sse", principal, LinkOptions(forwarded))
+            session = await self.registry.open_session("sse", client.principal, LinkOptions(client.forwarded))
         except ProxyError as exc:
             return proxy_error_response(exc, None)
         root = request.scope.get("root_path", "")
@@ -82,28 +62,20 @@ class LegacySseEndpoints:
             self.registry.close(session)
 
     async def post(self, request: Request) -> Response:
-        refusal, principal = self._admit(request)
-        if refusal is not None:
-            return refusal
+        client = self.admission.admit(request)
+        if isinstance(client, Response):
+            return client
         session_id = request.query_params.get("session_id")
         if not session_id:
             return jsonrpc_error(
                 400, None, INVALID_REQUEST, "Bad Request: session_id query parameter is required"
             )
+        received = await self.admission.read_message(request, self.max_body_bytes)
+        if isinstance(received, Response):
+            return received
+        _, message = received
         try:
-            body = await read_body(request, self.max_body_bytes)
-        except BodyTooLarge:
-            return jsonrpc_error(
-                413, None, REQUEST_TOO_LARGE, f"Request body exceeds {self.max_body_bytes} bytes"
-            )
-        except ClientDisconnect:
-            return Response(status_code=400)
-        try:
-            message = parse_message(body)
-        except MalformedMessage as exc:
-            return jsonrpc_error(400, None, exc.code, str(exc))
-        try:
-            session = self.registry.get(session_id, principal)
+            session = self.registry.get(session_id, client.principal)
             if is_request(message):
                 self.registry.acquire_inflight()
                 try:

@@ -14,14 +14,15 @@ from typing import Final
 from mcp_types.jsonrpc import INVALID_REQUEST, PARSE_ERROR
 from mcp_types.version import HANDSHAKE_PROTOCOL_VERSIONS, MODERN_PROTOCOL_VERSIONS
 from sse_starlette import ServerSentEvent
-from starlette.requests import ClientDisconnect, Request
+from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
 from mcplane_sidecar.backends.base import LinkOptions
-from mcplane_sidecar.core.registry import SessionRegistry, principal_of
+from mcplane_sidecar.core.registry import SessionRegistry
 from mcplane_sidecar.core.replay import ReplayStream, parse_event_id
 from mcplane_sidecar.core.session import ProxySession
-from mcplane_sidecar.errors import BACKEND_TIMEOUT, REQUEST_TOO_LARGE, UNAUTHORIZED, ProxyError
+from mcplane_sidecar.errors import BACKEND_TIMEOUT, ProxyError
+from mcplane_sidecar.front.inbound import Admission, ClientContext, accepts
 from mcplane_sidecar.front.responses import (
     follow_stream,
     jsonrpc_error,
@@ -30,17 +31,14 @@ from mcplane_sidecar.front.responses import (
     reply_response,
     sse_response,
 )
-from mcplane_sidecar.front.security import Guard
 from mcplane_sidecar.front.stateless import StatelessRelay
 from mcplane_sidecar.jsonrpc import (
-    MalformedMessage,
     Message,
     error_response,
     is_request,
     is_response,
     is_stateless,
     method_of,
-    parse_message,
     request_id,
 )
 from mcplane_sidecar.metrics import Metrics
@@ -52,84 +50,30 @@ MCP_PROTOCOL_VERSION: Final = "mcp-protocol-version"
 LAST_EVENT_ID: Final = "last-event-id"
 
 
-class BodyTooLarge(Exception):
-    pass
-
-
-async def read_body(request: Request, limit: int) -> bytes:
-    declared = request.headers.get("content-length")
-    if declared is not None and declared.isdigit() and int(declared) > limit:
-        raise BodyTooLarge
-    chunks: list[bytes] = []
-    size = 0
-    async for chunk in request.stream():
-        size += len(chunk)
-        if size > limit:
-            raise BodyTooLarge
-        chunks.append(chunk)
-    return b"".join(chunks)
-
-
-def accepts(request: Request, media_type: str) -> bool:
-    accept = request.headers.get("accept", "")
-    return (
-        any(
-            part.split(";")[0].strip() in (media_type, "*/*", media_type.split("/", maxsplit=1)[0] + "/*")
-            for part in accept.split(",")
-        )
-        or not accept
-    )
-
-
-class ClientContext:
-    """What the front learned about the caller before the body: principal and forwardable headers."""
-
-    def __init__(self, principal: str | None, forwarded: dict[str, str]) -> None:
-        self.principal = principal
-        self.forwarded = forwarded
-
-
 class StreamableHttpEndpoint:
     def __init__(
         self,
         registry: SessionRegistry,
-        guard: Guard,
         metrics: Metrics,
         stateless: StatelessRelay,
+        admission: Admission,
         *,
         max_body_bytes: int,
         request_timeout: float,
-        forward_authorization: bool,
         sessionless: bool = False,
     ) -> None:
         self.sessionless = sessionless
         self.registry = registry
-        self.guard = guard
         self.metrics = metrics
         self.stateless = stateless
+        self.admission = admission
         self.max_body_bytes = max_body_bytes
         self.request_timeout = request_timeout
-        self.forward_authorization = forward_authorization
 
     async def __call__(self, request: Request) -> Response:
-        if not self.guard.origin_allowed(request):
-            self.metrics.session_rejections.labels(reason="origin").inc()
-            logger.warning("refused a request from origin %s", request.headers.get("origin"))
-            return jsonrpc_error(403, None, INVALID_REQUEST, "Forbidden: origin not allowed")
-        accepted, token = self.guard.authenticate(request)
-        if not accepted:
-            self.metrics.session_rejections.labels(reason="unauthorized").inc()
-            return jsonrpc_error(
-                401,
-                None,
-                UNAUTHORIZED,
-                "Unauthorized: a valid bearer token is required",
-                headers={"www-authenticate": 'Bearer realm="mcplane"'},
-            )
-        forwarded = {}
-        if self.forward_authorization and "authorization" in request.headers:
-            forwarded["authorization"] = request.headers["authorization"]
-        client = ClientContext(principal_of(token), forwarded)
+        client = self.admission.admit(request)
+        if isinstance(client, Response):
+            return client
         try:
             if request.method == "POST":
                 return await self._post(request, client)
@@ -149,19 +93,10 @@ class StreamableHttpEndpoint:
             return jsonrpc_error(
                 415, None, INVALID_REQUEST, "Unsupported Media Type: Content-Type must be application/json"
             )
-        try:
-            body = await read_body(request, self.max_body_bytes)
-        except BodyTooLarge:
-            self.metrics.session_rejections.labels(reason="too_large").inc()
-            return jsonrpc_error(
-                413, None, REQUEST_TOO_LARGE, f"Request body exceeds {self.max_body_bytes} bytes"
-            )
-        except ClientDisconnect:
-            return Response(status_code=400)
-        try:
-            message = parse_message(body)
-        except MalformedMessage as exc:
-            return jsonrpc_error(400, None, exc.code, str(exc))
+        received = await self.admission.read_message(request, self.max_body_bytes)
+        if isinstance(received, Response):
+            return received
+        body, message = received
         version_header = request.headers.get(MCP_PROTOCOL_VERSION)
         if is_stateless(message) or (
             version_header in MODERN_PROTOCOL_VERSIONS and method_of(message) != "initialize"
