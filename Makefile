@@ -31,7 +31,7 @@ $(NODE_STAMP): tests/node/package.json tests/node/package-lock.json
 demo: $(PY_STAMP)
 	$(BIN)/mcplane-sidecar --demo
 
-PY_DIRS := $(wildcard sidecar tests bench)
+PY_DIRS := $(wildcard sidecar operator tests bench)
 
 lint: $(PY_STAMP)
 	$(BIN)/ruff check $(PY_DIRS)

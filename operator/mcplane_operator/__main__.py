@@ -1,0 +1,3 @@
+from mcplane_operator.cli import main
+
+main()

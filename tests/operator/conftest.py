@@ -1,0 +1,67 @@
+"""Operator test fixtures: the API emulator on a free loopback port, and a kubeconfig that points at it.
+
+`KUBECONFIG` is set when this file is imported, before any test module imports `kubernetes` (whose default
+kubeconfig path is read at import time), and it points at a file of this session only: nothing in these
+tests can reach a real cluster. The file is written once the emulator listens.
+"""
+
+from __future__ import annotations
+
+import atexit
+import os
+import shutil
+import tempfile
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+from tests.operator.emulator import EmulatorThread
+
+REPO = Path(__file__).resolve().parents[2]
+CRD_FILE = REPO / "manifests" / "crds" / "mcpproxies.mcplane.dev.yaml"
+KUBE_DIR = Path(tempfile.mkdtemp(prefix="mcplane-operator-tests-"))
+atexit.register(shutil.rmtree, KUBE_DIR, ignore_errors=True)
+KUBECONFIG = KUBE_DIR / "kubeconfig"
+os.environ["KUBECONFIG"] = str(KUBECONFIG)
+os.environ["KUBECACHEDIR"] = str(KUBE_DIR / "kubectl-cache")  # kubectl's discovery cache: ours, not ~/.kube
+DUMMY_TOKEN = "mcplane-test-token"  # the emulator checks no credentials; clients want some
+
+
+def kubeconfig_for(server: str, namespace: str = "default") -> str:
+    return f"""apiVersion: v1
+kind: Config
+clusters:
+- name: emulator
+  cluster:
+    server: {server}
+users:
+- name: tester
+  user:
+    token: {DUMMY_TOKEN}
+contexts:
+- name: emulator
+  context:
+    cluster: emulator
+    user: tester
+    namespace: {namespace}
+current-context: emulator
+"""
+
+
+@dataclass(frozen=True)
+class Cluster:
+    """The running emulator, its URL, and the kubeconfig that reaches it."""
+
+    server: EmulatorThread
+    url: str
+    kubeconfig: Path
+
+
+@pytest.fixture(scope="session")
+def cluster() -> Iterator[Cluster]:
+    """One emulated API server for the session, with the MCPProxy CRD registered from the project's file."""
+    with EmulatorThread((CRD_FILE,)) as server:
+        KUBECONFIG.write_text(kubeconfig_for(server.url))
+        yield Cluster(server=server, url=server.url, kubeconfig=KUBECONFIG)
