@@ -31,6 +31,7 @@ from mcplane_sidecar.metrics import Metrics
 logger = logging.getLogger(__name__)
 
 READY_CHECK_TIMEOUT: Final = 5.0
+NOT_CHECKED: Final = "not checked yet"
 MCP_METHODS: Final = ["GET", "POST", "DELETE"]
 # Headers browsers may read and send cross-origin; MCP's own are not CORS-safelisted.
 CORS_EXPOSED: Final = ["mcp-session-id", "mcp-protocol-version"]
@@ -64,7 +65,7 @@ class Sidecar:
         self.stateless = StatelessRelay(
             self.backend, self.registry, self.metrics, request_timeout=config.sessions.request_timeout
         )
-        self.not_ready_reason: str | None = "not checked yet"
+        self.not_ready_reason: str | None = NOT_CHECKED
 
     async def check_ready(self) -> str | None:
         if self.registry.draining:
@@ -74,7 +75,8 @@ class Sidecar:
             reason = await self.backend.check_ready()
         self.metrics.ready.set(0 if reason else 1)
         if reason != self.not_ready_reason:
-            log = logger.warning if reason else logger.info
+            # Not ready while starting (the first check) is expected; later, it is news.
+            log = logger.warning if reason and self.not_ready_reason != NOT_CHECKED else logger.info
             log("backend %s", f"not ready: {reason}" if reason else "ready")
         self.not_ready_reason = reason
         return reason

@@ -113,12 +113,22 @@ def resolve_config(argv: Sequence[str], environ: Mapping[str, str]) -> SidecarCo
     return build_config(base, env_overrides(environ), _flags_layer(args, command))
 
 
+def describe_backend(config: SidecarConfig) -> str:
+    backend = config.backend
+    if backend.stdio is not None and backend.kind == "stdio":
+        return " ".join([backend.stdio.command, *backend.stdio.args])
+    if backend.kind == "sqs" and backend.sqs is not None:
+        return f"SQS queue {backend.sqs.request_queue_url}"
+    if backend.kind == "sns-sqs" and backend.sns is not None:
+        return f"SNS topic {backend.sns.request_topic_arn}"
+    if backend.kind == "webhook" and backend.webhook is not None:
+        return f"webhook server {backend.webhook.server_url}"
+    return backend.url or ""
+
+
 def banner(config: SidecarConfig, *, demo: bool) -> str:
     """What the operator of a fresh sidecar needs to know: where it listens and how to connect."""
-    if config.backend.stdio is not None:
-        target = " ".join([config.backend.stdio.command, *config.backend.stdio.args])
-    else:
-        target = config.backend.url or ""
+    target = describe_backend(config)
     base = f"http://{config.server.host}:{config.server.port}"
     lines = [
         f"mcplane-sidecar: proxying {target}",

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from mcplane_sidecar.cli import resolve_config
+from mcplane_sidecar.cli import banner, resolve_config
 from mcplane_sidecar.config import ConfigError, SecretValue, build_config, env_overrides, load_config_file
 
 
@@ -94,3 +94,16 @@ def test_cli_layers_file_then_env_then_flags(tmp_path: Path) -> None:
 def test_cli_without_a_target_says_so() -> None:
     with pytest.raises(ConfigError, match="nothing to proxy"):
         resolve_config([], {})
+
+
+def test_the_banner_names_every_backend_kind() -> None:
+    sqs = resolve_config(
+        ["--config", "/dev/null"],
+        {
+            "MCPLANE_BACKEND__KIND": "sqs",
+            "MCPLANE_BACKEND__SQS__REQUEST_QUEUE_URL": "https://sqs.example/1/q",
+        },
+    )
+    assert "proxying SQS queue https://sqs.example/1/q" in banner(sqs, demo=False)
+    stdio = resolve_config(["--transport", "http", "--", "python", "-m", "server"], {})
+    assert "proxying python -m server" in banner(stdio, demo=False)

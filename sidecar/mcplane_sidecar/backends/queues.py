@@ -118,7 +118,7 @@ class QueueBackend:
         self._sqs: Any = None
         self._reply_queue_url: str | None = settings.sqs.reply_queue_url
         self._created_queue = False
-        self._reader_reason: str | None = "reply reader not started"
+        self._reader_reason: str | None = "reply queue not reached yet (starting)"
 
     # --- lifecycle ---------------------------------------------------------------------------------
 
