@@ -115,8 +115,10 @@ class SnsBackendConfig(_Strict):
 
 
 class WebhookBackendConfig(_Strict):
-    server_url: str = Field(
-        description="The server's webhook request endpoint, e.g. http://svc:8000/mcp/request."
+    server_url: str | None = Field(
+        None,
+        description="The server's webhook request endpoint, e.g. http://svc:8000/mcp/request (kind webhook; "
+        "kind streamable-http-webhook talks to backend.url).",
     )
     public_base_url: str = Field(
         description="Base URL at which the server reaches this sidecar (in Kubernetes, the Service address)."
@@ -127,8 +129,13 @@ class WebhookBackendConfig(_Strict):
 
 
 class BackendConfig(_Strict):
-    kind: Literal["auto", "http", "sse", "stdio", "sqs", "sns-sqs", "webhook"] = Field(
-        "auto", description="`auto` tries Streamable HTTP first and falls back to legacy SSE."
+    kind: Literal["auto", "http", "sse", "stdio", "sqs", "sns-sqs", "webhook", "streamable-http-webhook"] = (
+        Field(
+            "auto",
+            description="`auto` tries Streamable HTTP first and falls back to legacy SSE. "
+            "`streamable-http-webhook` is asyncmcp's hybrid: Streamable HTTP whose answers to some tools "
+            "arrive on a webhook callback.",
+        )
     )
     url: str | None = Field(None, description="URL of a remote MCP server (http, sse, auto).")
     stdio: StdioBackendConfig | None = None
@@ -156,14 +163,18 @@ class BackendConfig(_Strict):
     def _needs_target(self) -> BackendConfig:
         if self.kind == "stdio" and self.stdio is None:
             raise ValueError("backend.kind stdio needs backend.stdio.command")
-        if self.kind in ("auto", "http", "sse") and not self.url:
+        if self.kind in ("auto", "http", "sse", "streamable-http-webhook") and not self.url:
             raise ValueError(f"backend.kind {self.kind} needs backend.url")
         if self.kind == "sqs" and (self.sqs is None or not self.sqs.request_queue_url):
             raise ValueError("backend.kind sqs needs backend.sqs.request_queue_url")
         if self.kind == "sns-sqs" and self.sns is None:
             raise ValueError("backend.kind sns-sqs needs backend.sns (request_topic_arn, reply_topic_arn)")
-        if self.kind == "webhook" and self.webhook is None:
+        if self.kind == "webhook" and (self.webhook is None or not self.webhook.server_url):
             raise ValueError("backend.kind webhook needs backend.webhook (server_url, public_base_url)")
+        if self.kind == "streamable-http-webhook" and self.webhook is None:
+            raise ValueError(
+                "backend.kind streamable-http-webhook needs backend.url and backend.webhook.public_base_url"
+            )
         if self.url and not self.url.startswith(("http://", "https://")):
             raise ValueError("backend.url must be an http:// or https:// URL")
         return self

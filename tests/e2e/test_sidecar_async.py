@@ -81,6 +81,14 @@ async def sidecar_for(kind: str, moto: MotoServer, log_dir: Path, **sessions: An
                     "subscribe_reply_queue": False,  # the layout subscribed it, as an operator would
                 },
             }
+        elif kind == "streamable-http-webhook":
+            server = sync_stack.enter_context(asyncmcp_server("streamable-http-webhook", log_dir=log_dir))
+            port = free_port()
+            backend |= {
+                "kind": "streamable-http-webhook",
+                "url": server.webhook_url,
+                "webhook": {"public_base_url": f"http://127.0.0.1:{port}"},
+            }
         else:
             server = sync_stack.enter_context(asyncmcp_server("webhook", log_dir=log_dir))
             port = free_port()
@@ -90,7 +98,7 @@ async def sidecar_for(kind: str, moto: MotoServer, log_dir: Path, **sessions: An
             }
         config = build_config({"backend": backend, "sessions": sessions, "logging": {"json": True}})
         app = create_app(config)
-        async with serve_asgi(app, port=port if kind == "webhook" else 0) as base:
+        async with serve_asgi(app, port=port if "webhook" in kind else 0) as base:
             yield Proxied(url=f"{base}/mcp", base=base, backend_base="", app=app)
 
 
@@ -306,3 +314,35 @@ async def test_a_created_reply_queue_lives_exactly_as_long_as_the_sidecar(
         assert created in sqs.list_queues().get("QueueUrls", [])
         assert created.rsplit("/", 1)[-1].startswith("mcplane-replies-")
     assert created not in sqs.list_queues().get("QueueUrls", [])
+
+
+async def test_streamable_http_webhook_answers_reach_the_calling_stream(
+    moto: MotoServer, tmp_path: Path
+) -> None:
+    """asyncmcp's hybrid: `slow` is a webhook tool, so its answer comes to the sidecar's callback, not the
+    POST stream; the sidecar delivers it on the stream of the request it answers, in both eras."""
+    async with sidecar_for("streamable-http-webhook", moto, tmp_path) as proxied:
+        with anyio.fail_after(DEADLINE):
+            for mode in ("legacy", "auto"):
+                async with Client(proxied.url, mode=mode) as client:
+                    assert (
+                        text_of(await client.call_tool("echo", {"text": "on the stream"})) == "on the stream"
+                    )
+                    assert text_of(await client.call_tool("slow", {"seconds": 0.05})).startswith("slept 0.05")
+
+            crossed: list[str] = []
+
+            async def session(number: int) -> None:
+                seconds = round(0.01 * (number + 1), 2)
+                async with Client(proxied.url, mode="legacy") as client:
+                    answer = text_of(await client.call_tool("slow", {"seconds": seconds}))
+                    if not answer.startswith(f"slept {seconds}"):
+                        crossed.append(f"{seconds}: {answer}")
+
+            async with anyio.create_task_group() as tg:
+                for number in range(20):
+                    tg.start_soon(session, number)
+        assert crossed == []
+        registry = proxied.sidecar.metrics.registry
+        labels = {"backend": "streamable-http-webhook", "source": "callback"}
+        assert registry.get_sample_value("mcplane_async_messages_received_total", labels) == 22

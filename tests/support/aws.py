@@ -63,7 +63,7 @@ READY_PREFIX = "READY "
 READY_POLL_S = 0.02  # between reads of the log while waiting for the READY line
 CLIENT_TIMEOUT_S = 60.0  # the client's own deadline is 30 s by default; this only catches a hung process
 
-Transport = Literal["sqs", "sns-sqs", "webhook"]
+Transport = Literal["sqs", "sns-sqs", "webhook", "streamable-http-webhook"]
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -259,7 +259,7 @@ def asyncmcp_server_argv(
         argv += ["--request-queue-url", request_queue_url]
     if request_topic_arn:
         argv += ["--request-topic-arn", request_topic_arn]
-    if transport == "webhook":
+    if transport in ("webhook", "streamable-http-webhook"):
         argv += ["--webhook-port", str(webhook_port)]
     return [*argv, *extra_args]
 

@@ -6,6 +6,7 @@ import httpx2
 
 from mcplane_sidecar.backends.auto import AutoBackend
 from mcplane_sidecar.backends.base import Backend
+from mcplane_sidecar.backends.callbacks import CallbackHost
 from mcplane_sidecar.backends.http import HttpBackend
 from mcplane_sidecar.backends.queues import QueueBackend, QueueSettings, SnsSqsBackend
 from mcplane_sidecar.backends.sse import SseBackend
@@ -63,6 +64,16 @@ def build_backend(
         assert config.stdio is not None
         return StdioBackend(config.stdio, metrics, request_timeout=sessions.request_timeout)
     assert config.url is not None
+    if config.kind == "streamable-http-webhook":
+        assert config.webhook is not None
+        callbacks = CallbackHost(
+            config.webhook.public_base_url,
+            config.webhook.callback_path,
+            session_header="mcp-session-id",
+            metrics=metrics,
+            kind=config.kind,
+        )
+        return HttpBackend(config.url, headers=headers, http=http, metrics=metrics, callbacks=callbacks)
     http_backend = HttpBackend(config.url, headers=headers, http=http, metrics=metrics)
     if config.kind == "http":
         return http_backend

@@ -12,15 +12,17 @@ from __future__ import annotations
 import logging
 import math
 from collections.abc import AsyncIterator, Mapping
-from contextlib import AbstractAsyncContextManager, asynccontextmanager, nullcontext
+from contextlib import AbstractAsyncContextManager, AsyncExitStack, asynccontextmanager, nullcontext
 from typing import Any, Final
 
 import anyio
 import httpx2
 from anyio.abc import TaskGroup
 from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
+from starlette.routing import Route
 
 from mcplane_sidecar.backends.base import BackendMessage, LinkOptions
+from mcplane_sidecar.backends.callbacks import CallbackHost, with_webhook_url
 from mcplane_sidecar.errors import (
     BACKEND_SESSION_LOST,
     BACKEND_UNAVAILABLE,
@@ -98,11 +100,14 @@ class HttpBackend:
         headers: Mapping[str, str],
         http: httpx2.AsyncClient,
         metrics: Metrics,
+        callbacks: CallbackHost | None = None,
     ) -> None:
         self.url = url
         self.headers = dict(headers)
         self.http = http
         self.metrics = metrics
+        # asyncmcp's StreamableHTTP+Webhook: the answers to some tools come to this callback host instead.
+        self.callbacks = callbacks
         self._modern: bool | None = None
 
     async def speaks_modern(self) -> bool:
@@ -130,8 +135,11 @@ class HttpBackend:
     @asynccontextmanager
     async def _open(self, options: LinkOptions) -> AsyncIterator[HttpLink]:
         send, receive = anyio.create_memory_object_stream[BackendMessage](math.inf)
-        async with anyio.create_task_group() as tg:
+        async with anyio.create_task_group() as tg, AsyncExitStack() as stack:
             link = HttpLink(self, options, tg, send, receive)
+            if self.callbacks is not None:
+                token = stack.enter_context(self.callbacks.registered(link.deliver_callback, link.session_id))
+                link.webhook_url = self.callbacks.url_for(token)
             try:
                 yield link
             finally:
@@ -142,6 +150,9 @@ class HttpBackend:
 
     def running(self) -> AbstractAsyncContextManager[None]:
         return nullcontext()
+
+    def routes(self) -> list[Route]:
+        return self.callbacks.routes() if self.callbacks is not None else []
 
     async def check_ready(self) -> str | None:
         # Any HTTP answer means the server is up; a session is not opened just to probe.
@@ -179,6 +190,9 @@ class HttpLink:
         self._session_id: str | None = None
         self._protocol_version: str | None = None
         self._initialize: Message | None = None
+        # Set in StreamableHTTP+Webhook mode: sent as `_meta.webhookUrl`, and a request whose stream ends
+        # without an answer is then not failed: the answer is on its way to the callback.
+        self.webhook_url: str | None = None
         # Bumped by every successful (re-)initialize, so concurrent 404s re-initialize only once.
         self._generation = 0
         self._reinit_lock = anyio.Lock()
@@ -187,7 +201,16 @@ class HttpLink:
     def incoming(self) -> MemoryObjectReceiveStream[BackendMessage]:
         return self._incoming
 
+    def session_id(self) -> str | None:
+        return self._session_id
+
+    def deliver_callback(self, message: Message) -> None:
+        """A message the server POSTed to our callback: an answer goes to the stream of its request."""
+        self._deliver(message, request_id(message) if is_response(message) else None)
+
     async def send(self, message: Message) -> None:
+        if method_of(message) == "initialize" and self.webhook_url is not None:
+            message = with_webhook_url(message, self.webhook_url)
         if method_of(message) == "initialize":
             # Inline: nothing else may go out before the session id is known.
             self._initialize = message
@@ -310,7 +333,7 @@ class HttpLink:
                 return
             self._note_initialized(reply, message)
             self._deliver(reply, rid)
-        else:
+        elif self.webhook_url is None:
             self._fail(
                 rid, BACKEND_UNAVAILABLE, f"backend answered HTTP {status} with no response", "protocol"
             )
@@ -372,6 +395,8 @@ class HttpLink:
             if current.status_code != 200:
                 await current.aclose()
                 break
+        if self.webhook_url is not None:
+            return  # the answer goes to the callback; the proxy's deadline covers one that never comes
         self._fail(rid, BACKEND_UNAVAILABLE, "backend closed the stream before answering", "stream")
 
     async def _resume(self, last_event_id: str) -> httpx2.Response:
