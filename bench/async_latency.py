@@ -45,11 +45,9 @@ import argparse
 import asyncio
 import importlib
 import json
-import math
 import os
 import platform
 import signal
-import statistics
 import subprocess
 import sys
 import tempfile
@@ -63,6 +61,7 @@ from pathlib import Path
 from typing import Any, Final, Literal
 
 import anyio  # in both venvs
+from _measure import LatencySummary, error_text, rotated  # stdlib only: both venvs too
 
 REPO_ROOT: Final = Path(__file__).resolve().parents[1]
 if str(REPO_ROOT) not in sys.path:
@@ -206,13 +205,6 @@ async def run_load(
             await load.all_ready.wait()
             load.begin()
     load.timed_out = scope.cancelled_caught
-
-
-def error_text(exc: BaseException) -> str:
-    if isinstance(exc, BaseExceptionGroup):
-        return "; ".join(error_text(inner) for inner in exc.exceptions)
-    text = str(exc).strip() or repr(exc)
-    return f"{type(exc).__name__}: {text}"[:500]
 
 
 # --- the asyncmcp side (runs in .venv-asyncmcp: asyncmcp 0.2.1 and mcp 1.30, loaded with importlib) ---------
@@ -373,44 +365,6 @@ WATCHED_COUNTERS: Final = (
 
 
 # --- statistics and results ---------------------------------------------------------------------------------
-
-
-def percentile(sorted_values: Sequence[float], pct: float) -> float:
-    """Nearest-rank percentile of already sorted values."""
-    rank = max(1, math.ceil(pct / 100 * len(sorted_values)))
-    return sorted_values[rank - 1]
-
-
-def ms(seconds: float) -> float:
-    return round(seconds * 1000, 3)
-
-
-@dataclass
-class LatencySummary:
-    count: int
-    median_ms: float
-    p95_ms: float
-    p99_ms: float
-    mean_ms: float
-    min_ms: float
-    max_ms: float
-
-    @classmethod
-    def of(cls, samples: Sequence[float]) -> LatencySummary:
-        values = sorted(samples)
-        return cls(
-            count=len(values),
-            median_ms=ms(statistics.median(values)),
-            p95_ms=ms(percentile(values, 95)),
-            p99_ms=ms(percentile(values, 99)),
-            mean_ms=ms(statistics.fmean(values)),
-            min_ms=ms(values[0]),
-            max_ms=ms(values[-1]),
-        )
-
-    @classmethod
-    def maybe(cls, samples: Sequence[float]) -> LatencySummary | None:
-        return cls.of(samples) if samples else None
 
 
 @dataclass
@@ -790,11 +744,6 @@ async def client_session(url: str, mode: str, name: str) -> AsyncIterator[EchoFn
             return await echo_on(client, text)
 
         yield echo
-
-
-def rotated(items: Sequence[Leg], by: int) -> list[Leg]:
-    by %= len(items)
-    return [*items[by:], *items[:by]]
 
 
 async def check_leg(leg: Leg, url: str) -> None:

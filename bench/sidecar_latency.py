@@ -37,11 +37,9 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 import os
 import platform
 import signal
-import statistics
 import sys
 import tempfile
 import time
@@ -61,6 +59,7 @@ if str(REPO_ROOT) not in sys.path:
 import anyio  # noqa: E402
 import httpx  # noqa: E402
 import uvicorn  # noqa: E402
+from _measure import LatencySummary, error_text, rotated  # noqa: E402
 from mcp import Client  # noqa: E402
 from mcp_types.version import LATEST_MODERN_VERSION, MODERN_PROTOCOL_VERSIONS  # noqa: E402
 
@@ -167,40 +166,6 @@ def serve_stdio_target(pid_file: Path) -> None:
 # --- statistics ---------------------------------------------------------------------------------------
 
 
-def percentile(sorted_values: Sequence[float], pct: float) -> float:
-    """Nearest-rank percentile of already sorted values."""
-    rank = max(1, math.ceil(pct / 100 * len(sorted_values)))
-    return sorted_values[rank - 1]
-
-
-def ms(seconds: float) -> float:
-    return round(seconds * 1000, 3)
-
-
-@dataclass
-class LatencySummary:
-    count: int
-    median_ms: float
-    p95_ms: float
-    p99_ms: float
-    mean_ms: float
-    min_ms: float
-    max_ms: float
-
-    @classmethod
-    def of(cls, samples: Sequence[float]) -> LatencySummary:
-        values = sorted(samples)
-        return cls(
-            count=len(values),
-            median_ms=ms(statistics.median(values)),
-            p95_ms=ms(percentile(values, 95)),
-            p99_ms=ms(percentile(values, 99)),
-            mean_ms=ms(statistics.fmean(values)),
-            min_ms=ms(values[0]),
-            max_ms=ms(values[-1]),
-        )
-
-
 # --- targets and results ------------------------------------------------------------------------------
 
 
@@ -253,13 +218,6 @@ class Leg:
     session_check: SessionCheck | None = None
     phase_errors: dict[str, str] = field(default_factory=dict)
     ratios_to_direct: dict[str, float | None] = field(default_factory=dict)
-
-
-def error_text(exc: BaseException) -> str:
-    if isinstance(exc, BaseExceptionGroup):
-        return "; ".join(error_text(inner) for inner in exc.exceptions)
-    text = str(exc).strip() or repr(exc)
-    return f"{type(exc).__name__}: {text}"[:500]
 
 
 # --- counters: the sidecar's /metrics and the backends' own counts ---------------------------------------
@@ -403,11 +361,6 @@ async def check_support(target: Target, era: EraName) -> tuple[str | None, str |
             why += f"; a pinned {LATEST_MODERN_VERSION} client gets: {error_text(exc)}"
         return version, why
     return version, None
-
-
-def rotated(items: Sequence[Leg], by: int) -> list[Leg]:
-    by %= len(items)
-    return [*items[by:], *items[:by]]
 
 
 async def measure_setup(legs: Sequence[Leg], urls: dict[str, str], rounds: int) -> None:
