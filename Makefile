@@ -43,7 +43,7 @@ typecheck: $(PY_STAMP)
 test-fast: $(PY_STAMP)
 	$(BIN)/pytest -m "not e2e"
 
-test: $(PY_STAMP) $(NODE_STAMP) $(ASYNCMCP_STAMP) lint typecheck
+test: $(PY_STAMP) $(NODE_STAMP) $(ASYNCMCP_STAMP) .tools/bin/helm lint typecheck
 	$(BIN)/pytest
 
 bench: $(PY_STAMP) $(NODE_STAMP)
@@ -51,3 +51,17 @@ bench: $(PY_STAMP) $(NODE_STAMP)
 
 clean:
 	rm -rf $(VENV) $(ASYNCMCP_VENV) tests/node/node_modules .pytest_cache .mypy_cache .ruff_cache
+
+# -- Helm chart and plain install manifest ------------------------------------------------------------------
+HELM := .tools/bin/helm
+
+$(HELM): scripts/install-helm.sh
+	scripts/install-helm.sh
+
+.PHONY: helm manifests
+helm: $(HELM)
+
+# manifests/install.yaml: the chart's defaults, rendered by the real Helm (checked in; a test checks it is fresh).
+manifests: $(HELM)
+	HELM=$(HELM) scripts/render-install.sh > manifests/install.yaml.tmp
+	mv manifests/install.yaml.tmp manifests/install.yaml
