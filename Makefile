@@ -43,7 +43,7 @@ typecheck: $(PY_STAMP)
 test-fast: $(PY_STAMP)
 	$(BIN)/pytest -m "not e2e"
 
-test: $(PY_STAMP) $(NODE_STAMP) $(ASYNCMCP_STAMP) .tools/bin/helm lint typecheck
+test: $(PY_STAMP) $(NODE_STAMP) $(ASYNCMCP_STAMP) .tools/bin/helm prometheus lint typecheck
 	$(BIN)/pytest
 
 bench: $(PY_STAMP) $(NODE_STAMP)
@@ -65,3 +65,8 @@ helm: $(HELM)
 manifests: $(HELM)
 	HELM=$(HELM) scripts/render-install.sh > manifests/install.yaml.tmp
 	mv manifests/install.yaml.tmp manifests/install.yaml
+
+# -- Prometheus and promtool (Debian package): the monitoring tests scrape with a real server --------------
+.PHONY: prometheus
+prometheus:
+	scripts/install-prometheus.sh
