@@ -46,11 +46,17 @@ test-fast: $(PY_STAMP)
 test: $(PY_STAMP) $(NODE_STAMP) $(ASYNCMCP_STAMP) .tools/bin/helm prometheus lint typecheck
 	$(BIN)/pytest
 
-bench: $(PY_STAMP) $(NODE_STAMP)
-	$(BIN)/python bench/sidecar_latency.py
+# One command: every benchmark, then docs/benchmarks.md and its plots. Smaller: make bench BENCH_ARGS=--quick
+bench: $(PY_STAMP) $(ASYNCMCP_STAMP) bench-peers
+	$(BIN)/python bench/run_all.py $(BENCH_ARGS)
+
+# The peers the benchmark compares against, each in its own venv (bench/peers/), and matplotlib for the plots.
+.PHONY: bench-peers
+bench-peers: $(PY_STAMP)
+	PYTHON=$(PYTHON) bench/peers/setup.sh
 
 clean:
-	rm -rf $(VENV) $(ASYNCMCP_VENV) tests/node/node_modules .pytest_cache .mypy_cache .ruff_cache
+	rm -rf $(VENV) $(ASYNCMCP_VENV) .venv-bench-* tests/node/node_modules .pytest_cache .mypy_cache .ruff_cache
 
 # -- Helm chart and plain install manifest ------------------------------------------------------------------
 HELM := .tools/bin/helm
@@ -70,3 +76,16 @@ manifests: $(HELM)
 .PHONY: prometheus
 prometheus:
 	scripts/install-prometheus.sh
+
+# -- Reliability suite: faults, fuzzing, soak against real processes on 127.0.0.1 (bench/reliability) -----
+# Full sizes (the soak alone takes 10 minutes). Each script stops by itself, stops what it started, and
+# writes bench/results/reliability/<scenario>.json and .md; tests/reliability runs the same code small.
+.PHONY: reliability
+RELIABILITY_RUNS := faults_backend_restart faults_stdio_crashloop faults_sqs_outage faults_stall \
+	"fuzz_http --examples 5000" "soak --duration 600"
+# Every scenario runs even when an earlier one failed; the target fails if any did.
+reliability: $(PY_STAMP) $(ASYNCMCP_STAMP)
+	@failed=""; for run in $(RELIABILITY_RUNS); do \
+		$(BIN)/python -m bench.reliability.$$run || failed="$$failed $${run%% *}"; \
+	done; \
+	if [ -n "$$failed" ]; then echo "reliability: failed:$$failed"; exit 1; fi

@@ -1,13 +1,20 @@
-"""Latency, throughput and session set-up of the mcplane sidecar against a direct connection, side by side.
+"""Latency, throughput and session set-up of the mcplane sidecar and its peers against a direct connection.
 
-    .venv/bin/python bench/sidecar_latency.py [--calls N] [--sessions 20] [--duration 5] [--out bench/results]
+    .venv/bin/python bench/sidecar_latency.py [--calls N] [--sessions 1 --sessions 20 --sessions 100]
+        [--duration 3] [--no-peers] [--out bench/results]
 
-Three targets, all on 127.0.0.1, all started here as subprocesses and stopped by PID at the end:
+The targets, all on 127.0.0.1, all started here as subprocesses and stopped by PID at the end:
 
 - direct:          official Python client -> tests/fixtures/proxy_target.py over Streamable HTTP;
 - mcplane (http):  client -> `mcplane-sidecar URL --transport-type http` -> that same proxy_target server;
+- fastmcp (http):  client -> fastmcp's proxy (`create_proxy(URL)`, `.venv-bench-fastmcp`) -> the same server;
 - mcplane (stdio): client -> `mcplane-sidecar -- python ...` running proxy_target over stdio (the sidecar
-                   starts one server process per client session).
+                   starts one server process per client session);
+- mcp-proxy (stdio): client -> `mcp-proxy --port P -- python ...` (0.13.0, `.venv-bench-mcp-proxy`);
+- fastmcp (stdio): client -> fastmcp's proxy with that command as its one configured server.
+
+The peers' venvs come from `bench/peers/setup.sh` (`make bench-peers`); a peer whose venv is missing is
+recorded as unavailable. Every proxy process is sampled from /proc (CPU seconds, VmHWM) over the run.
 
 Each target is measured in both eras: `mode="legacy"` (2025 initialize sessions) and the default auto mode
 (2026-07-28 stateless when the peer offers it; a target whose auto mode falls back to the handshake is
@@ -15,9 +22,10 @@ recorded as "unsupported" with the error a pinned 2026-07-28 client gets). Per t
 
 1. session set-up: median time of entering `Client(...)` (and of leaving it), interleaved across targets;
 2. sequential `tools/call echo` on one session after a warm-up: median, p95, p99, interleaved in rounds;
-3. throughput: N concurrent sessions (separate `Client`s) per target, all opened first, then calling `echo`
-   in a loop; the load goes to one target at a time in 1 s slices rotating over the targets, until each
-   had the full duration.
+3. throughput at each concurrency level (default 1, 20 and 100 sessions): that many concurrent sessions
+   (separate `Client`s) per target, all opened first, then calling `echo` in a loop; the load goes to one
+   target at a time in 1 s slices rotating over the targets, until each had the full duration. The proxy
+   processes' CPU time over the loaded slices gives CPU per call.
 
 Because the machine is shared and noisy, every sidecar number is also given as a ratio to direct, and
 the phases interleave the targets so that background load falls on all of them alike.
@@ -25,10 +33,10 @@ the phases interleave the targets so that background load falls on all of them a
 Session accounting: around the throughput phase the script reads each sidecar's `/metrics`
 (`mcplane_sessions_total`) and counts backend sessions independently at the backend. The HTTP target runs
 proxy_target's own app behind a tiny ASGI counter (responses that hand out a new `Mcp-Session-Id`, and
-DELETEs; the HTTP sidecar's backend URL carries `?via=mcplane`, so its sessions are told apart from the
-direct clients'); the stdio target is proxy_target's server started through this file, which first
-appends its PID to a file. One backend session per client session is expected; one per request would be
-a defect.
+DELETEs; each proxy's backend URL carries `?via=NAME`, so its sessions are told apart from the direct
+clients'); the stdio targets run proxy_target's server through this file, which first appends its PID to
+a file of that target. For mcplane one backend session per client session is expected; one per request
+would be a defect. The peers' counts are reported as they come.
 
 The internal `--serve-http-target` and `--serve-stdio-target` modes are those two wrappers.
 """
@@ -40,6 +48,7 @@ import json
 import os
 import platform
 import signal
+import subprocess
 import sys
 import tempfile
 import time
@@ -74,10 +83,16 @@ from tests.support.processes import (  # noqa: E402
 
 THIS_FILE: Final = Path(__file__).resolve()
 SIDECAR_BIN: Final = PYTHON.parent / "mcplane-sidecar"
+# The peers, each in its own venv (bench/peers/setup.sh): mcp-proxy 0.13 pins mcp<2, fastmcp brings its own.
+MCP_PROXY_BIN: Final = REPO_ROOT / ".venv-bench-mcp-proxy" / "bin" / "mcp-proxy"
+FASTMCP_PYTHON: Final = REPO_ROOT / ".venv-bench-fastmcp" / "bin" / "python"
+FASTMCP_PROXY: Final = REPO_ROOT / "bench" / "peers" / "fastmcp_proxy.py"
 MCP_PATH: Final = "/mcp"
 STATS_PATH: Final = "/bench-stats"
-VIA_MCPLANE: Final = b"via=mcplane"
+VIA_PARAM: Final = b"via="  # `?via=NAME` on a proxy's backend URL: whose backend sessions these are
 ECHO_TEXT: Final = "hello mcplane"
+DEFAULT_LEVELS: Final = (1, 20, 100)
+CLOCK_TICKS: Final = os.sysconf("SC_CLK_TCK")
 
 CLIENT_READ_TIMEOUT_S: Final = 30.0  # no single request may hang the run
 PHASE_TIMEOUT_S: Final = 120.0  # hard cap of any one phase (set-up, sequential, throughput)
@@ -92,7 +107,8 @@ PROCESS_STOP_TIMEOUT_S: Final = 15.0
 
 EraName = Literal["2025", "2026"]
 ERA_MODES: Final[dict[EraName, str]] = {"2025": "legacy", "2026": "auto"}
-TargetKind = Literal["direct", "http", "stdio"]
+ProxyName = Literal["none", "mcplane", "mcp-proxy", "fastmcp"]
+BackendKind = Literal["http", "stdio"]
 # The sidecar's era label for the one backend session through which it serves 2026-07-28 stateless
 # requests to a handshake-only backend (core/bridge.py).
 BRIDGE_ERA: Final = "bridge"
@@ -120,8 +136,15 @@ class SessionCountingApp:
 
     def __init__(self, app: Any) -> None:
         self.app = app
-        # Per caller: the HTTP sidecar's backend URL carries `?via=mcplane`; direct clients come without.
-        self.stats = {via: {"posts": 0, "new_sessions": 0, "deletes": 0} for via in ("direct", "mcplane")}
+        # Per caller: a proxy's backend URL carries `?via=NAME`; direct clients come without.
+        self.stats: dict[str, dict[str, int]] = {}
+
+    def caller(self, query: bytes) -> dict[str, int]:
+        via = "direct"
+        for part in query.split(b"&"):
+            if part.startswith(VIA_PARAM):
+                via = part[len(VIA_PARAM) :].decode(errors="replace")
+        return self.stats.setdefault(via, {"posts": 0, "new_sessions": 0, "deletes": 0})
 
     async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
         if scope["type"] != "http":
@@ -135,7 +158,7 @@ class SessionCountingApp:
             return
         method = scope["method"]
         had_session = any(name == b"mcp-session-id" for name, _ in scope["headers"])
-        stats = self.stats["mcplane" if VIA_MCPLANE in scope.get("query_string", b"") else "direct"]
+        stats = self.caller(scope.get("query_string", b""))
         if method == "POST":
             stats["posts"] += 1
 
@@ -173,9 +196,45 @@ def serve_stdio_target(pid_file: Path) -> None:
 class Target:
     key: str
     label: str
-    kind: TargetKind
+    proxy: ProxyName
+    backend: BackendKind
     url: str
-    metrics_url: str | None  # the sidecar's /metrics; None for direct
+    metrics_url: str | None  # the sidecar's /metrics; None for direct and the peers
+    pid: int | None = None  # the proxy process; None for direct
+    via: str = "direct"  # HTTP backend: the tag on this target's backend requests
+    pid_file: Path | None = None  # stdio backend: the PIDs of the server processes it started
+
+    @property
+    def pooled_stdio(self) -> bool:
+        """mcplane's stdio sidecar keeps a warm pool of processes for 2026-07-28 requests."""
+        return self.proxy == "mcplane" and self.backend == "stdio"
+
+
+@dataclass
+class Usage:
+    """One process's CPU time and memory, from /proc."""
+
+    cpu_s: float
+    rss_kib: int
+    hwm_kib: int  # VmHWM: the peak resident set so far
+
+
+def proc_usage(pid: int | None) -> Usage | None:
+    if pid is None:
+        return None
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()
+        status = Path(f"/proc/{pid}/status").read_text()
+    except OSError:
+        return None
+    fields = dict(line.split(":", 1) for line in status.splitlines() if ":" in line)
+
+    def kib(name: str) -> int:
+        return int(fields.get(name, "0 kB").split()[0])
+
+    # After the ")" of the command: state is field 3 of stat(5), utime and stime fields 14 and 15.
+    cpu = (int(stat[11]) + int(stat[12])) / CLOCK_TICKS
+    return Usage(cpu_s=round(cpu, 2), rss_kib=kib("VmRSS"), hwm_kib=kib("VmHWM"))
 
 
 @dataclass
@@ -201,6 +260,12 @@ class ThroughputResult:
     latency: LatencySummary | None
     concurrent_setup: LatencySummary | None
     first_error: str | None
+    # The proxy process's CPU time from the first loaded slice to the last, over this target's calls.
+    proxy_cpu_s: float | None = None
+    proxy_cpu_ms_per_call: float | None = None
+    ratio_calls_per_s: float | None = None  # to direct, same era and concurrency
+    ratio_median: float | None = None
+    ratio_p95: float | None = None
 
 
 @dataclass
@@ -214,8 +279,8 @@ class Leg:
     setup: LatencySummary | None = None
     teardown: LatencySummary | None = None
     sequential: LatencySummary | None = None
-    throughput: ThroughputResult | None = None
-    session_check: SessionCheck | None = None
+    throughput: list[ThroughputResult] = field(default_factory=list)  # one per concurrency level
+    session_checks: list[SessionCheck] = field(default_factory=list)  # around each level
     phase_errors: dict[str, str] = field(default_factory=dict)
     ratios_to_direct: dict[str, float | None] = field(default_factory=dict)
 
@@ -271,10 +336,9 @@ class Counters:
 
 
 class CounterReader:
-    def __init__(self, http: httpx.AsyncClient, target_stats_url: str, stdio_pid_file: Path) -> None:
+    def __init__(self, http: httpx.AsyncClient, target_stats_url: str) -> None:
         self.http = http
         self.target_stats_url = target_stats_url
-        self.stdio_pid_file = stdio_pid_file
 
     async def sidecar_metrics(self, target: Target) -> dict[str, float] | None:
         if target.metrics_url is None:
@@ -285,14 +349,14 @@ class CounterReader:
 
     async def read(self, target: Target) -> Counters:
         sidecar = await self.sidecar_metrics(target)
-        if target.kind == "stdio":
-            pids = frozenset(read_pids(self.stdio_pid_file))
+        if target.pid_file is not None:
+            pids = frozenset(read_pids(target.pid_file))
             live = frozenset(pid for pid in pids if pid_alive(pid))
             return Counters(sidecar, len(pids), len(pids) - len(live), len(live), pids, live)
         response = await self.http.get(self.target_stats_url)
         response.raise_for_status()
-        stats = response.json()["direct" if target.kind == "direct" else "mcplane"]
-        opened, closed = int(stats["new_sessions"]), int(stats["deletes"])
+        stats = response.json().get(target.via, {})
+        opened, closed = int(stats.get("new_sessions", 0)), int(stats.get("deletes", 0))
         return Counters(sidecar, opened, closed, opened - closed)
 
 
@@ -575,16 +639,24 @@ async def measure_throughput(
                 for _ in range(sessions):
                     tg.start_soon(run.worker)
                 await run.all_ready.wait()
+            cpu_before = {leg.target: proc_usage(targets[leg.target].pid) for leg in legs}
             for round_no in range(rounds):
                 for leg in rotated(legs, round_no):
                     await runs[leg.target].run_slice(duration / rounds)
+            cpu_after = {leg.target: proc_usage(targets[leg.target].pid) for leg in legs}
             for run in runs.values():
                 run.close()
     for leg in legs:
         target = targets[leg.target]
-        leg.throughput = runs[leg.target].result()
+        result = runs[leg.target].result()
+        used_before, used_after = cpu_before[leg.target], cpu_after[leg.target]
+        if used_before is not None and used_after is not None:
+            result.proxy_cpu_s = round(used_after.cpu_s - used_before.cpu_s, 2)
+            if result.calls:
+                result.proxy_cpu_ms_per_call = round(1000 * result.proxy_cpu_s / result.calls, 3)
+        leg.throughput.append(result)
         after = await settled(reader, target, before[leg.target], pool_allowance(target, leg.era))
-        leg.session_check = session_check(target, leg.era, before[leg.target], after, leg.throughput)
+        leg.session_checks.append(session_check(target, leg.era, before[leg.target], after, result))
 
 
 async def quiesced(reader: CounterReader, target: Target) -> Counters:
@@ -592,6 +664,8 @@ async def quiesced(reader: CounterReader, target: Target) -> Counters:
     deadline = time.monotonic() + SETTLE_TIMEOUT_S
     while True:
         now = await reader.read(target)
+        if target.proxy not in ("none", "mcplane"):
+            return now  # the peers keep backend processes or sessions of their own; nothing to wait for
         if now.backend_alive is None or now.backend_alive <= pool_allowance(target, None):
             return now
         if time.monotonic() >= deadline:
@@ -607,6 +681,8 @@ async def settled(reader: CounterReader, target: Target, before: Counters, allow
     deadline = time.monotonic() + SETTLE_TIMEOUT_S
     while True:
         now = await reader.read(target)
+        if target.proxy not in ("none", "mcplane"):
+            return now
         if (
             now.backend_alive is None
             or before.backend_alive is None
@@ -639,7 +715,7 @@ def sidecar_deltas(
 
 def pool_allowance(target: Target, era: EraName | None) -> int:
     """Backend processes the stdio sidecar may keep warm for 2026-07-28 requests (None: any era)."""
-    return (STDIO_POOL_SIZE or 0) if target.kind == "stdio" and era in ("2026", None) else 0
+    return (STDIO_POOL_SIZE or 0) if target.pooled_stdio and era in ("2026", None) else 0
 
 
 def session_check(
@@ -654,14 +730,16 @@ def session_check(
     """
     opened = delta(after.backend_opened, before.backend_opened)
     closed = delta(after.backend_closed, before.backend_closed)
-    if target.kind == "stdio":  # only the processes this phase started (earlier ones may still be exiting)
+    if target.pid_file is not None:  # only the processes this phase started (earlier ones may be exiting)
         closed = len((after.pids - before.pids) - after.live_pids)
+    if target.proxy not in ("none", "mcplane"):
+        return peer_check(target, after, tp, opened, closed)
     by_era, active, others = sidecar_deltas(before.sidecar, after.sidecar)
     expected = tp.sessions if era == "2025" else 0  # 2026-07-28 is stateless: no client sessions
     all_eras = dict(by_era)
     bridge_opened = int(by_era.pop(BRIDGE_ERA, 0.0))
     client_delta = sum(by_era.values())
-    pooled = target.kind == "stdio" and era == "2026"
+    pooled = target.pooled_stdio and era == "2026"
     pool_cap = pool_allowance(target, era) or (tp.sessions if pooled else 0)
     problems: list[str] = []
     notes: list[str] = []
@@ -711,13 +789,37 @@ def session_check(
     )
 
 
+def peer_check(
+    target: Target, after: Counters, tp: ThroughputResult, opened: int | None, closed: int | None
+) -> SessionCheck:
+    """A peer's backend sessions (HTTP) or backend processes (stdio), reported as they are, not judged."""
+    calls = tp.calls + tp.sessions * WORKER_WARMUP_CALLS
+    what = "backend processes started" if target.backend == "stdio" else "backend sessions opened"
+    verdict = f"{opened if opened is not None else '?'} {what} for {tp.sessions} client sessions"
+    if opened is not None and target.backend == "http" and opened >= calls > 0:
+        verdict += " (one per request)"
+    if target.backend == "stdio":
+        verdict += f"; {len(after.live_pids)} running"
+    return SessionCheck(
+        client_sessions=tp.sessions,
+        calls=calls,
+        sidecar_sessions_total_delta=None,
+        sidecar_sessions_total_delta_by_era={},
+        backend_sessions_delta=opened,
+        backend_sessions_closed_delta=closed,
+        sidecar_sessions_active_after={},
+        other_sidecar_counter_deltas={},
+        verdict=verdict,
+    )
+
+
 def whole_run_totals(
     targets: Sequence[Target], initial: dict[str, Counters], final: dict[str, Counters]
 ) -> dict[str, dict[str, Any]]:
     """Over the whole run, per sidecar: client sessions opened, sessions_total, backend sessions opened."""
     totals: dict[str, dict[str, Any]] = {}
     for t in targets:
-        if t.kind == "direct":
+        if t.proxy != "mcplane":
             continue
         opened_at_backend = delta(final[t.key].backend_opened, initial[t.key].backend_opened)
         sidecar_end = final[t.key].sidecar
@@ -749,31 +851,30 @@ def fill_ratios(legs: Sequence[Leg]) -> None:
         base = direct.get(leg.era)
         if leg.target == "direct" or base is None or leg.status != "ok":
             continue
+        seq, base_seq = leg.sequential, base.sequential
         leg.ratios_to_direct = {
             "setup_median": ratio(
                 leg.setup.median_ms if leg.setup else None, base.setup.median_ms if base.setup else None
             ),
             "sequential_median": ratio(
-                leg.sequential.median_ms if leg.sequential else None,
-                base.sequential.median_ms if base.sequential else None,
+                seq.median_ms if seq else None, base_seq.median_ms if base_seq else None
             ),
-            "sequential_p95": ratio(
-                leg.sequential.p95_ms if leg.sequential else None,
-                base.sequential.p95_ms if base.sequential else None,
-            ),
-            "sequential_p99": ratio(
-                leg.sequential.p99_ms if leg.sequential else None,
-                base.sequential.p99_ms if base.sequential else None,
-            ),
-            "throughput_calls_per_s": ratio(
-                leg.throughput.calls_per_s if leg.throughput else None,
-                base.throughput.calls_per_s if base.throughput else None,
-            ),
-            "throughput_median_latency": ratio(
-                leg.throughput.latency.median_ms if leg.throughput and leg.throughput.latency else None,
-                base.throughput.latency.median_ms if base.throughput and base.throughput.latency else None,
-            ),
+            "sequential_p95": ratio(seq.p95_ms if seq else None, base_seq.p95_ms if base_seq else None),
+            "sequential_p99": ratio(seq.p99_ms if seq else None, base_seq.p99_ms if base_seq else None),
         }
+        base_levels = {tp.sessions: tp for tp in base.throughput}
+        for tp in leg.throughput:
+            base_tp = base_levels.get(tp.sessions)
+            if base_tp is None:
+                continue
+            tp.ratio_calls_per_s = ratio(tp.calls_per_s, base_tp.calls_per_s)
+            tp.ratio_median = ratio(
+                tp.latency.median_ms if tp.latency else None,
+                base_tp.latency.median_ms if base_tp.latency else None,
+            )
+            tp.ratio_p95 = ratio(
+                tp.latency.p95_ms if tp.latency else None, base_tp.latency.p95_ms if base_tp.latency else None
+            )
 
 
 def cell(value: float | None, ratio_value: float | None = None, digits: int = 2) -> str:
@@ -786,52 +887,89 @@ def cell(value: float | None, ratio_value: float | None = None, digits: int = 2)
 def markdown(report: dict[str, Any], legs: Sequence[Leg], labels: dict[str, str]) -> str:
     params = report["parameters"]
     env = report["environment"]
+    levels: list[int] = params["sessions"]
     lines = [
-        "# mcplane sidecar latency",
+        "# mcplane sidecar and peers: latency, throughput, set-up, CPU and memory",
         "",
         f"{report['started_at']}, {env['cpus']} CPUs, load average {env['loadavg_start']} at start and "
-        f"{env['loadavg_end']} at the end; Python {env['python']}, mcp {env['mcp']}; "
+        f"{env['loadavg_end']} at the end; Python {env['python']}, mcp {env['mcp']}; peers: "
+        f"{', '.join(f'{k} {v}' for k, v in env['peers'].items()) or 'none'}; "
         f"{params['calls']} sequential calls after {params['warmup']} warm-up, "
-        f"{params['sessions']} sessions x {params['duration']} s per target for throughput "
-        f"(in {SLICE_S:g} s slices rotating over the targets), "
+        f"{', '.join(map(str, levels))} concurrent sessions x {params['duration']} s per target for "
+        f"throughput (in {SLICE_S:g} s slices rotating over the targets), "
         f"{params['setups']} set-ups; total {report['runtime_s']} s.",
         "",
-        "Times in ms; (xn) is the ratio to direct in the same era. Throughput: calls/s across all sessions.",
+        "Times in ms; (xn) is the ratio to direct in the same era (and at the same concurrency).",
         "",
-        "| era | target | protocol | set-up p50 | seq p50 | seq p95 | seq p99 | calls/s "
-        "| p50 under load | errors |",
-        "|---|---|---|---|---|---|---|---|---|---|",
+        "| era | target | protocol | set-up p50 | seq p50 | seq p95 | seq p99 | errors |",
+        "|---|---|---|---|---|---|---|---|",
     ]
     for leg in legs:
         name = labels[leg.target]
         if leg.status != "ok":
-            lines.append(f"| {leg.era} | {name} | {leg.status} | {md_escape(leg.detail or '')} | | | | | | |")
+            lines.append(f"| {leg.era} | {name} | {leg.status} | {md_escape(leg.detail or '')} | | | | |")
             continue
         r = leg.ratios_to_direct
-        seq, tp = leg.sequential, leg.throughput
+        seq = leg.sequential
         err_parts = [f"{k}: {md_escape(v)}" for k, v in leg.phase_errors.items()]
-        if tp and tp.errors:
-            err_parts.append(f"{tp.errors} calls failed: {md_escape(tp.first_error or '')}")
+        for tp in leg.throughput:
+            if tp.errors:
+                err_parts.append(
+                    f"{tp.errors} calls failed at {tp.sessions}: {md_escape(tp.first_error or '')}"
+                )
+        cells = [
+            leg.era,
+            name,
+            leg.protocol_version or "?",
+            cell(leg.setup.median_ms if leg.setup else None, r.get("setup_median"), 1),
+            cell(seq.median_ms if seq else None, r.get("sequential_median")),
+            cell(seq.p95_ms if seq else None, r.get("sequential_p95")),
+            cell(seq.p99_ms if seq else None, r.get("sequential_p99")),
+            "; ".join(err_parts) or "0",
+        ]
+        lines.append("| " + " | ".join(cells) + " |")
+    lines += [
+        "",
+        "Throughput: calls/s across all sessions, and the median / p95 latency of a call under that load "
+        "(ms). Proxy CPU: the proxy process's CPU time per call over the loaded slices (ms).",
+        "",
+        "| era | target | "
+        + " | ".join(f"{n} sess calls/s | {n} sess p50 | {n} sess p95 | {n} sess CPU/call" for n in levels)
+        + " |",
+        "|---|---|" + "---|---|---|---|" * len(levels),
+    ]
+    for leg in legs:
+        if leg.status != "ok":
+            continue
+        by_level = {tp.sessions: tp for tp in leg.throughput}
+        parts: list[str] = []
+        for n in levels:
+            level = by_level.get(n)
+            if level is None:
+                parts += ["-"] * 4
+                continue
+            lat = level.latency
+            parts += [
+                cell(level.calls_per_s, level.ratio_calls_per_s, 0),
+                cell(lat.median_ms if lat else None, level.ratio_median),
+                cell(lat.p95_ms if lat else None, level.ratio_p95),
+                cell(level.proxy_cpu_ms_per_call, None, 3),
+            ]
+        lines.append(f"| {leg.era} | {labels[leg.target]} | " + " | ".join(parts) + " |")
+    lines += [
+        "",
+        "Proxy processes over the whole run (both eras): CPU seconds (user + system) and peak RSS (VmHWM); "
+        "the stdio backends they start are separate processes and not included.",
+        "",
+        "| target | pid | CPU s | peak RSS MiB | RSS at end MiB |",
+        "|---|---|---|---|---|",
+    ]
+    for key, usage in report["process_usage"].items():
+        if usage is None:
+            continue
         lines.append(
-            "| "
-            + " | ".join(
-                [
-                    leg.era,
-                    name,
-                    leg.protocol_version or "?",
-                    cell(leg.setup.median_ms if leg.setup else None, r.get("setup_median"), 1),
-                    cell(seq.median_ms if seq else None, r.get("sequential_median")),
-                    cell(seq.p95_ms if seq else None, r.get("sequential_p95")),
-                    cell(seq.p99_ms if seq else None, r.get("sequential_p99")),
-                    cell(tp.calls_per_s if tp else None, r.get("throughput_calls_per_s"), 0),
-                    cell(
-                        tp.latency.median_ms if tp and tp.latency else None,
-                        r.get("throughput_median_latency"),
-                    ),
-                    "; ".join(err_parts) or "0",
-                ]
-            )
-            + " |"
+            f"| {labels.get(key, key)} | {usage['pid']} | {usage['cpu_s']:.1f} | "
+            f"{usage['hwm_kib'] / 1024:.1f} | {usage['rss_kib'] / 1024:.1f} |"
         )
     lines += [
         "",
@@ -843,14 +981,12 @@ def markdown(report: dict[str, Any], legs: Sequence[Leg], labels: dict[str, str]
         "|---|---|---|---|---|---|---|---|",
     ]
     for leg in legs:
-        check = leg.session_check
-        if check is None:
-            continue
-        lines.append(
-            f"| {leg.era} | {labels[leg.target]} | {check.client_sessions} | {check.calls} | "
-            f"{fmt_opt(check.sidecar_sessions_total_delta)} | {fmt_opt(check.backend_sessions_delta)} | "
-            f"{fmt_opt(check.backend_sessions_closed_delta)} | {md_escape(check.verdict)} |"
-        )
+        for check in leg.session_checks:
+            lines.append(
+                f"| {leg.era} | {labels[leg.target]} | {check.client_sessions} | {check.calls} | "
+                f"{fmt_opt(check.sidecar_sessions_total_delta)} | {fmt_opt(check.backend_sessions_delta)} | "
+                f"{fmt_opt(check.backend_sessions_closed_delta)} | {md_escape(check.verdict)} |"
+            )
     lines.append("")
     for key, totals in report["run_totals"].items():
         split = ", ".join(f"{era}: {n:g}" for era, n in totals["sidecar_sessions_total_by_era"].items())
@@ -867,8 +1003,8 @@ def markdown(report: dict[str, Any], legs: Sequence[Leg], labels: dict[str, str]
         )
     lines += [
         "",
-        "Set-up / teardown detail (ms, median of sequential set-ups; concurrent = the throughput phase's "
-        f"{params['sessions']} sessions opened at once):",
+        "Set-up / teardown detail (ms, median of sequential set-ups; concurrent = the sessions of the "
+        f"largest throughput level, {max(levels)}, opened at once):",
         "",
         "| era | target | enter p50 | enter p95 | exit p50 | concurrent enter p50 | concurrent enter max |",
         "|---|---|---|---|---|---|---|",
@@ -876,7 +1012,8 @@ def markdown(report: dict[str, Any], legs: Sequence[Leg], labels: dict[str, str]
     for leg in legs:
         if leg.status != "ok":
             continue
-        conc = leg.throughput.concurrent_setup if leg.throughput else None
+        largest = max(leg.throughput, key=lambda tp: tp.sessions, default=None)
+        conc = largest.concurrent_setup if largest else None
         values = [
             leg.setup.median_ms if leg.setup else None,
             leg.setup.p95_ms if leg.setup else None,
@@ -905,83 +1042,144 @@ def md_escape(text: str) -> str:
 class Options:
     calls: int
     warmup: int
-    sessions: int
+    sessions: list[int]
     duration: float
     setups: int
     out: Path
     eras: list[EraName]
+    peers: bool
+
+
+def peer_versions() -> dict[str, str]:
+    """The installed peers (their venvs' metadata); a peer without its venv is left out."""
+    found: dict[str, str] = {}
+    for name, python in (
+        ("mcp-proxy", MCP_PROXY_BIN.parent / "python"),
+        ("fastmcp", FASTMCP_PYTHON),
+    ):
+        if not python.exists():
+            continue
+        code = f"import importlib.metadata as m; print(m.version({name!r}), m.version('mcp'))"
+        try:
+            out = subprocess.run(
+                [str(python), "-c", code], capture_output=True, text=True, timeout=60, check=True
+            ).stdout.split()
+            found[name] = f"{out[0]} (mcp {out[1]})"
+        except (OSError, subprocess.SubprocessError, IndexError):
+            continue
+    return found
 
 
 @asynccontextmanager
-async def started_targets(log_dir: Path, pid_file: Path) -> AsyncIterator[tuple[list[Target], str]]:
-    """Start proxy_target (HTTP), a sidecar in front of it and a stdio-backed sidecar; stop them on exit."""
-    target_port, http_port, stdio_port = free_port(), free_port(), free_port()
+async def started_targets(
+    log_dir: Path, peers: dict[str, str]
+) -> AsyncIterator[tuple[list[Target], str, dict[str, int]]]:
+    """Start proxy_target (HTTP) and every proxy in front of it or of a stdio proxy_target; stop them on exit.
+
+    Yields the targets, the backend's stats URL and the PIDs of the processes to sample (proxies, backend).
+    """
+    target_port = free_port()
     target_url = f"http://{LOOPBACK}:{target_port}{MCP_PATH}"
+
+    def stdio_command(key: str) -> tuple[list[str], Path]:
+        pid_file = log_dir / f"{key}-backend-pids.txt"
+        return [str(PYTHON), str(THIS_FILE), "--serve-stdio-target", str(pid_file)], pid_file
+
     async with AsyncExitStack() as stack:
 
-        async def start(argv: list[str | os.PathLike[str]], port: int, label: str) -> ProcessHandle:
+        async def start(argv: Sequence[str | os.PathLike[str]], port: int, label: str) -> ProcessHandle:
             return await stack.enter_async_context(
                 async_running_process(
                     argv, port=port, log_dir=log_dir, label=label, stop_timeout=PROCESS_STOP_TIMEOUT_S
                 )
             )
 
-        target = await start(
+        backend = await start(
             [PYTHON, THIS_FILE, "--serve-http-target", str(target_port)], target_port, "proxy_target-http"
         )
-        http_sidecar = await start(
+        targets = [Target("direct", "direct", "none", "http", target_url, None)]
+
+        async def add(
+            key: str, label: str, proxy: ProxyName, argv: list[str | os.PathLike[str]], port: int, **more: Any
+        ) -> None:
+            handle = await start(argv, port, key)
+            metrics = f"{handle.base_url}/metrics" if proxy == "mcplane" else None
+            url = f"{handle.base_url}{MCP_PATH}"
+            targets.append(Target(key, label, proxy, url=url, metrics_url=metrics, pid=handle.pid, **more))
+
+        port = free_port()
+        await add(
+            "mcplane-http",
+            "mcplane (http backend)",
+            "mcplane",
             [
                 SIDECAR_BIN,
-                f"{target_url}?{VIA_MCPLANE.decode()}",
+                f"{target_url}?via=mcplane",
                 "--transport",
                 "http",
                 "--port",
-                str(http_port),
+                str(port),
                 "--transport-type",
                 "http",
             ],
-            http_port,
-            "sidecar-http",
+            port,
+            backend="http",
+            via="mcplane",
         )
-        stdio_sidecar = await start(
-            [
-                SIDECAR_BIN,
-                "--transport",
-                "http",
-                "--port",
-                str(stdio_port),
-                "--",
-                str(PYTHON),
-                str(THIS_FILE),
-                "--serve-stdio-target",
-                str(pid_file),
-            ],
-            stdio_port,
-            "sidecar-stdio",
+        if "fastmcp" in peers:
+            port = free_port()
+            await add(
+                "fastmcp-http",
+                "fastmcp proxy (http backend)",
+                "fastmcp",
+                [FASTMCP_PYTHON, FASTMCP_PROXY, "--port", str(port), "--url", f"{target_url}?via=fastmcp"],
+                port,
+                backend="http",
+                via="fastmcp",
+            )
+        command, pid_file = stdio_command("mcplane-stdio")
+        port = free_port()
+        await add(
+            "mcplane-stdio",
+            "mcplane (stdio backend)",
+            "mcplane",
+            [SIDECAR_BIN, "--transport", "http", "--port", str(port), "--", *command],
+            port,
+            backend="stdio",
+            pid_file=pid_file,
         )
+        if "mcp-proxy" in peers:
+            command, pid_file = stdio_command("mcp-proxy-stdio")
+            port = free_port()
+            await add(
+                "mcp-proxy-stdio",
+                "mcp-proxy 0.13 (stdio backend)",
+                "mcp-proxy",
+                [MCP_PROXY_BIN, "--port", str(port), "--host", LOOPBACK, "--", *command],
+                port,
+                backend="stdio",
+                pid_file=pid_file,
+            )
+        if "fastmcp" in peers:
+            command, pid_file = stdio_command("fastmcp-stdio")
+            port = free_port()
+            await add(
+                "fastmcp-stdio",
+                "fastmcp proxy (stdio backend)",
+                "fastmcp",
+                [FASTMCP_PYTHON, FASTMCP_PROXY, "--port", str(port), "--", *command],
+                port,
+                backend="stdio",
+                pid_file=pid_file,
+            )
         print(
-            f"started proxy_target pid {target.pid}, sidecar (http backend) pid {http_sidecar.pid}, "
-            f"sidecar (stdio backend) pid {stdio_sidecar.pid}; logs in {log_dir}",
+            f"started proxy_target pid {backend.pid}; "
+            + ", ".join(f"{t.key} pid {t.pid}" for t in targets if t.pid is not None)
+            + f"; logs in {log_dir}",
             file=sys.stderr,
         )
-        targets = [
-            Target("direct", "direct", "direct", target_url, None),
-            Target(
-                "mcplane-http",
-                "mcplane (http backend)",
-                "http",
-                f"{http_sidecar.base_url}{MCP_PATH}",
-                f"{http_sidecar.base_url}/metrics",
-            ),
-            Target(
-                "mcplane-stdio",
-                "mcplane (stdio backend)",
-                "stdio",
-                f"{stdio_sidecar.base_url}{MCP_PATH}",
-                f"{stdio_sidecar.base_url}/metrics",
-            ),
-        ]
-        yield targets, f"http://{LOOPBACK}:{target_port}{STATS_PATH}"
+        pids = {t.key: t.pid for t in targets if t.pid is not None} | {"backend-http": backend.pid}
+        yield targets, f"http://{LOOPBACK}:{target_port}{STATS_PATH}", pids
 
 
 def loadavg() -> str:
@@ -1003,16 +1201,19 @@ async def run(options: Options) -> dict[str, Any]:
     load_start = loadavg()
     legs: list[Leg] = []
     log_dir = Path(tempfile.mkdtemp(prefix="mcplane-bench-"))
-    pid_file = log_dir / "stdio-backend-pids.txt"
+    peers = peer_versions() if options.peers else {}
     labels: dict[str, str] = {}
     run_totals: dict[str, dict[str, Any]] = {}
+    usage: dict[str, dict[str, Any] | None] = {}
+    pid_files: list[Path] = []
     try:
         async with (
-            started_targets(log_dir, pid_file) as (targets, stats_url),
+            started_targets(log_dir, peers) as (targets, stats_url, pids),
             httpx.AsyncClient(timeout=10) as http,
         ):
-            reader = CounterReader(http, stats_url, pid_file)
-            labels = {t.key: t.label for t in targets}
+            pid_files = [t.pid_file for t in targets if t.pid_file is not None]
+            reader = CounterReader(http, stats_url)
+            labels = {t.key: t.label for t in targets} | {"backend-http": "proxy_target (http backend)"}
             urls = {t.key: t.url for t in targets}
             by_key = {t.key: t for t in targets}
             initial = {t.key: await reader.read(t) for t in targets}
@@ -1034,24 +1235,23 @@ async def run(options: Options) -> dict[str, Any]:
                 await timed(
                     "sequential", partial(measure_sequential, ok, urls, options.calls, options.warmup)
                 )
-                throughput = partial(
-                    measure_throughput, ok, by_key, reader, options.sessions, options.duration
-                )
-                try:
-                    await timed("throughput", throughput)
-                except Exception as exc:
-                    for leg in ok:
-                        leg.phase_errors["throughput"] = error_text(exc)
+                for level in options.sessions:
+                    throughput = partial(measure_throughput, ok, by_key, reader, level, options.duration)
+                    try:
+                        await timed(f"throughput, {level} sessions", throughput)
+                    except Exception as exc:
+                        for leg in ok:
+                            leg.phase_errors[f"throughput {level}"] = error_text(exc)
             finals = {
-                t.key: await settled(
-                    reader, t, initial[t.key], STDIO_POOL_SIZE or 0 if t.kind == "stdio" else 0
-                )
-                for t in targets
+                t.key: await settled(reader, t, initial[t.key], pool_allowance(t, None)) for t in targets
             }
             run_totals = whole_run_totals(targets, initial, finals)
+            for key, pid in pids.items():
+                sample = proc_usage(pid)
+                usage[key] = {"pid": pid, **asdict(sample)} if sample else None
     finally:
-        leftovers = [pid for pid in read_pids(pid_file) if pid_alive(pid)]
-        for pid in leftovers:  # stdio backends this run started that outlived their sidecar
+        leftovers = [pid for pid_file in pid_files for pid in read_pids(pid_file) if pid_alive(pid)]
+        for pid in leftovers:  # stdio backends this run started that outlived their proxy
             os.kill(pid, signal.SIGKILL)
         if leftovers:
             print(f"killed {len(leftovers)} leftover stdio backend processes: {leftovers}", file=sys.stderr)
@@ -1073,11 +1273,13 @@ async def run(options: Options) -> dict[str, Any]:
             "loadavg_end": loadavg(),
             "python": platform.python_version(),
             "mcp": metadata.version("mcp"),
+            "peers": peers,
             "platform": platform.platform(),
             "logs": str(log_dir),
         },
         "targets": labels,
         "legs": [asdict(leg) for leg in legs],
+        "process_usage": usage,
         "run_totals": run_totals,
         "leftover_stdio_backends_killed": leftovers,
     }
@@ -1110,8 +1312,18 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0] if __doc__ else None)
     parser.add_argument("--calls", type=int, default=1000, help="timed sequential calls per target and era")
     parser.add_argument("--warmup", type=int, default=50, help="untimed calls before the sequential run")
-    parser.add_argument("--sessions", type=int, default=20, help="concurrent sessions for throughput")
-    parser.add_argument("--duration", type=float, default=5.0, help="seconds of the throughput phase")
+    parser.add_argument(
+        "--sessions",
+        type=int,
+        action="append",
+        help="a concurrency level for throughput (repeatable; default "
+        + ", ".join(map(str, DEFAULT_LEVELS))
+        + ")",
+    )
+    parser.add_argument(
+        "--duration", type=float, default=3.0, help="seconds of load per target at each concurrency level"
+    )
+    parser.add_argument("--no-peers", action="store_true", help="only direct and mcplane, no peers")
     parser.add_argument("--setups", type=int, default=10, help="session set-ups timed per target and era")
     parser.add_argument(
         "--era", choices=["2025", "2026"], action="append", help="limit to an era (repeatable)"
@@ -1120,9 +1332,11 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument("--serve-http-target", type=int, metavar="PORT", help=argparse.SUPPRESS)
     parser.add_argument("--serve-stdio-target", type=Path, metavar="PID_FILE", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
-    for name in ("calls", "sessions", "setups"):
+    for name in ("calls", "setups"):
         if getattr(args, name) < 1:
             parser.error(f"--{name} must be at least 1")
+    if any(level < 1 for level in args.sessions or ()):
+        parser.error("--sessions must be at least 1")
     if args.warmup < 0 or not 0 < args.duration <= 60:
         parser.error("--warmup must be >= 0 and --duration in (0, 60]")
     return args
@@ -1139,11 +1353,12 @@ def main(argv: Sequence[str] | None = None) -> None:
     options = Options(
         calls=args.calls,
         warmup=args.warmup,
-        sessions=args.sessions,
+        sessions=sorted(set(args.sessions or DEFAULT_LEVELS)),
         duration=args.duration,
         setups=args.setups,
         out=args.out,
         eras=args.era or ["2025", "2026"],
+        peers=not args.no_peers,
     )
     try:
         report = anyio.run(run_until_signal, options)

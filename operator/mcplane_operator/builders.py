@@ -419,6 +419,8 @@ def build_service_monitor(name: str, namespace: str, spec: SpecLike) -> dict[str
         "metadata": _metadata(name, namespace, monitor.labels),
         "spec": {
             "selector": {"matchLabels": selector_labels(name)},
+            # Every sidecar's series under one job, as the chart's ServiceMonitor and alerts expect.
+            "jobLabel": LABEL_NAME,
             "endpoints": [{"port": PORT_NAME, "path": METRICS_PATH, "interval": monitor.interval}],
         },
     }

@@ -302,7 +302,9 @@ def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, logger: kopf.Log
     settings.persistence.diffbase_storage = kopf.AnnotationsDiffBaseStorage(
         prefix=ANNOTATION_PREFIX, key="last-handled-configuration"
     )
-    settings.posting.level = logging.WARNING  # Kubernetes Events for problems only (Degraded and worse)
+    # Kubernetes Events for problems only (Degraded and worse): the handlers' own warnings become Events.
+    settings.posting.loggers = True
+    settings.posting.level = logging.WARNING
     settings.posting.reporting_component = MANAGER
     settings.watching.server_timeout = 300  # re-establish long watches, in case a proxy kills them silently
     settings.watching.client_timeout = 330

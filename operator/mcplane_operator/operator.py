@@ -50,7 +50,12 @@ def run(
     clusterwide, watched = watch_scope(namespaces, all_namespaces)
     config = config or OperatorConfig.from_env()  # a bad value fails here, before anything starts
     kopf.configure(verbose=verbose, log_prefix=True)  # "[namespace/name] message", as `kopf run` logs
+    settings = kopf.OperatorSettings()
+    # Named namespaces are served as named: kopf's scanning would list and watch every Namespace, which a
+    # namespaced install does not grant (RBAC). The CRDs are installed before the operator starts.
+    settings.scanning.disabled = not clusterwide
     kopf.run(
+        settings=settings,
         clusterwide=clusterwide,
         namespaces=watched,
         standalone=standalone,

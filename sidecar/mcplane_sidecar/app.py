@@ -16,10 +16,12 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from starlette.middleware.cors import CORSMiddleware
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
+from starlette.routing import Route
 
 from mcplane_sidecar.backends.factory import build_backend, new_http_client
 from mcplane_sidecar.config import ConfigError, SidecarConfig
 from mcplane_sidecar.core.registry import SessionRegistry
+from mcplane_sidecar.front.field_values import TrimmedFieldValues
 from mcplane_sidecar.front.inbound import Admission
 from mcplane_sidecar.front.legacy_sse import LegacySseEndpoints
 from mcplane_sidecar.front.responses import jsonrpc_error
@@ -122,7 +124,8 @@ def create_app(config: SidecarConfig, *, metrics: Metrics | None = None) -> Fast
         message_path=config.server.message_path,
         max_body_bytes=sessions.max_body_bytes,
     )
-    app.add_api_route(config.server.path, mcp, methods=MCP_METHODS, include_in_schema=False)
+    # A plain Starlette route: the hot path skips FastAPI's per-request dependency solving.
+    app.router.routes.append(Route(config.server.path, mcp.__call__, methods=MCP_METHODS))
     for route in getattr(sidecar.backend, "routes", list)():
         app.router.routes.append(route)  # e.g. the webhook backend's callback endpoint
     app.add_api_route(config.server.sse_path, legacy.stream, methods=["GET"], include_in_schema=False)
@@ -171,4 +174,5 @@ def create_app(config: SidecarConfig, *, metrics: Metrics | None = None) -> Fast
             allow_headers=CORS_ALLOWED,
             expose_headers=CORS_EXPOSED,
         )
+    app.add_middleware(TrimmedFieldValues)
     return app

@@ -490,3 +490,37 @@ async def test_stateless_mode_serves_handshake_clients_without_sessions() -> Non
         with anyio.fail_after(DEADLINE):
             async with Client(proxied.url, mode="legacy") as client:
                 assert text_of(await client.call_tool("echo", {"text": "sdk"})) == "sdk"
+
+
+class ConnectionCounter:
+    """ASGI wrapper recording the client address of every request: one address per TCP connection."""
+
+    def __init__(self, app: Any) -> None:
+        self.app = app
+        self.peers: set[tuple[str, int]] = set()
+        self.requests = 0
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        if scope["type"] == "http":
+            self.peers.add(tuple(scope["client"]))
+            self.requests += 1
+        await self.app(scope, receive, send)
+
+
+async def test_backend_connections_are_reused_across_streamed_answers() -> None:
+    # The SDK server answers tools/call on an SSE stream; a link that closed it right after the answer
+    # would cost a new TCP connection (and a TIME_WAIT socket) per call.
+    counter = ConnectionCounter(build_app())
+    async with (
+        serve_asgi(counter) as backend,
+        sidecar_in_front_of(f"{backend}/mcp") as proxied,
+        httpx.AsyncClient(timeout=DEADLINE) as http,
+    ):
+        session_id = await open_session(http, proxied.url)
+        for n in range(30):
+            response = await http.post(
+                proxied.url, json=call(10 + n, "echo", {"text": f"n{n}"}), headers=session_headers(session_id)
+            )
+            assert final_response(response, 10 + n)["result"]["content"][0]["text"] == f"n{n}"
+    assert counter.requests >= 32  # initialize, initialized, 30 calls (and the DELETE at the end)
+    assert len(counter.peers) <= 3, f"{len(counter.peers)} connections for {counter.requests} requests"

@@ -12,9 +12,11 @@ import os
 import shutil
 import tempfile
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
+import kmock
 import pytest
 
 from tests.operator.emulator import EmulatorThread
@@ -29,7 +31,7 @@ os.environ["KUBECACHEDIR"] = str(KUBE_DIR / "kubectl-cache")  # kubectl's discov
 DUMMY_TOKEN = "mcplane-test-token"  # the emulator checks no credentials; clients want some
 
 
-def kubeconfig_for(server: str, namespace: str = "default") -> str:
+def kubeconfig_for(server: str, namespace: str = "default", token: str = DUMMY_TOKEN) -> str:
     return f"""apiVersion: v1
 kind: Config
 clusters:
@@ -39,7 +41,7 @@ clusters:
 users:
 - name: tester
   user:
-    token: {DUMMY_TOKEN}
+    token: {token}
 contexts:
 - name: emulator
   context:
@@ -58,6 +60,10 @@ class Cluster:
     url: str
     kubeconfig: Path
 
+    def request_log(self) -> list[kmock.Request]:
+        """Every request the emulator has served so far, oldest first (method, url, headers, body)."""
+        return self.server.call(list)
+
 
 @pytest.fixture(scope="session")
 def cluster() -> Iterator[Cluster]:
@@ -65,3 +71,16 @@ def cluster() -> Iterator[Cluster]:
     with EmulatorThread((CRD_FILE,)) as server:
         KUBECONFIG.write_text(kubeconfig_for(server.url))
         yield Cluster(server=server, url=server.url, kubeconfig=KUBECONFIG)
+
+
+@contextmanager
+def emulated_cluster(directory: Path) -> Iterator[Cluster]:
+    """A cluster of one's own (fresh store, empty request log), its kubeconfig written in `directory`.
+
+    For tests that must see only their own requests or install CRDs others must not see; clients reach it
+    through `--kubeconfig`/`KUBECONFIG=<its kubeconfig>`, not the session's `KUBECONFIG`.
+    """
+    with EmulatorThread((CRD_FILE,)) as server:
+        kubeconfig = directory / "kubeconfig"
+        kubeconfig.write_text(kubeconfig_for(server.url))
+        yield Cluster(server=server, url=server.url, kubeconfig=kubeconfig)

@@ -112,3 +112,38 @@ app.kubernetes.io/component: operator
   resources: [customresourcedefinitions]
   verbs: [list, watch]
 {{- end }}
+
+{{/* fullname-suffix, still a DNS label: the fullname is cut so that the whole fits in 63 characters.
+     Called with (list . "suffix"). */}}
+{{- define "mcplane.suffixedName" -}}
+{{- $root := index . 0 }}
+{{- $suffix := index . 1 }}
+{{- printf "%s-%s" (include "mcplane.fullname" $root | trunc (int (sub 62 (len $suffix))) | trimSuffix "-") $suffix }}
+{{- end }}
+
+{{/* "true" when scraping goes through ServiceMonitors: asked for, and the Prometheus Operator's CRD is served. */}}
+{{- define "mcplane.serviceMonitors" -}}
+{{- if and .Values.monitoring.enabled (.Capabilities.APIVersions.Has "monitoring.coreos.com/v1/ServiceMonitor") }}
+{{- "true" }}
+{{- end }}
+{{- end }}
+
+{{/* "true" when the operator pod carries prometheus.io/* annotations instead (no ServiceMonitor CRD). */}}
+{{- define "mcplane.scrapeAnnotations" -}}
+{{- if and .Values.monitoring.enabled (not (include "mcplane.serviceMonitors" .)) }}
+{{- "true" }}
+{{- end }}
+{{- end }}
+
+{{/* "true" when the PrometheusRule is rendered (asked for, and its CRD is served). */}}
+{{- define "mcplane.prometheusRule" -}}
+{{- if and .Values.monitoring.prometheusRule.enabled (.Capabilities.APIVersions.Has "monitoring.coreos.com/v1/PrometheusRule") }}
+{{- "true" }}
+{{- end }}
+{{- end }}
+
+{{/* The job the operator ServiceMonitor gives the operator's series: the Prometheus Operator names it after
+     the Service. */}}
+{{- define "mcplane.operatorSelector" -}}
+{{- .Values.monitoring.prometheusRule.operatorSelector | default (printf "job=%q, namespace=%q" (include "mcplane.metricsServiceName" .) .Release.Namespace) }}
+{{- end }}

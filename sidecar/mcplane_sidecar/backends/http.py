@@ -11,8 +11,8 @@ from __future__ import annotations
 
 import logging
 import math
-from collections.abc import AsyncIterator, Mapping
-from contextlib import AbstractAsyncContextManager, AsyncExitStack, asynccontextmanager, nullcontext
+from collections.abc import AsyncGenerator, AsyncIterator, Mapping
+from contextlib import AbstractAsyncContextManager, AsyncExitStack, aclosing, asynccontextmanager, nullcontext
 from typing import Any, Final
 
 import anyio
@@ -60,6 +60,8 @@ DEFAULT_RETRY_DELAY: Final = 0.5
 MAX_ERROR_BODY: Final = 64 * 1024
 # One SSE event carries one JSON-RPC message; tool results with images or files run to megabytes.
 MAX_SSE_EVENT_BYTES: Final = 64 * 1024 * 1024
+# How long a request's stream may stay open after its answer before the link stops reading it.
+STREAM_END_GRACE: Final = 1.0
 MODERN_VERSION: Final = "2026-07-28"
 DISCOVER_PROBE: Final = {
     "jsonrpc": "2.0",
@@ -78,6 +80,12 @@ DISCOVER_HEADERS: Final = {
     "mcp-protocol-version": MODERN_VERSION,
     "mcp-method": "server/discover",
 }
+
+
+async def _sse_events(response: httpx2.Response) -> AsyncGenerator[httpx2.ServerSentEvent]:
+    """The response's events, as a generator the caller can close once it stops reading."""
+    async for event in httpx2.EventSource(response, max_event_size=MAX_SSE_EVENT_BYTES):
+        yield event
 
 
 def _transport_reason(exc: httpx2.HTTPError) -> str:
@@ -371,21 +379,23 @@ class HttpLink:
         retry_delay = DEFAULT_RETRY_DELAY
         current = response
         for attempt in range(MAX_RESUMPTIONS + 1):
-            async for event in httpx2.EventSource(current, max_event_size=MAX_SSE_EVENT_BYTES):
-                if event.id:
-                    last_event_id = event.id
-                if event.retry is not None:
-                    retry_delay = min(event.retry / 1000, MAX_RETRY_DELAY)
-                if not event.data:
-                    continue  # priming event
-                try:
-                    msg = parse_message(event.data.encode())
-                except MalformedMessage as exc:
-                    self._fail(None, 0, f"backend sent an invalid SSE message: {exc}", "protocol")
-                    continue
-                self._deliver(msg, rid)
-                if is_response(msg) and msg.get("id") == rid:
-                    return
+            async with aclosing(_sse_events(current)) as events:
+                async for event in events:
+                    if event.id:
+                        last_event_id = event.id
+                    if event.retry is not None:
+                        retry_delay = min(event.retry / 1000, MAX_RETRY_DELAY)
+                    if not event.data:
+                        continue  # priming event
+                    msg = self._parse_event(event.data)
+                    if msg is None:
+                        continue
+                    self._deliver(msg, rid)
+                    if is_response(msg) and msg.get("id") == rid:
+                        await self._finish_stream(events)
+                        if current is not response:
+                            await current.aclose()
+                        return
             if current is not response:
                 await current.aclose()
             if last_event_id is None or attempt == MAX_RESUMPTIONS:
@@ -398,6 +408,25 @@ class HttpLink:
         if self.webhook_url is not None:
             return  # the answer goes to the callback; the proxy's deadline covers one that never comes
         self._fail(rid, BACKEND_UNAVAILABLE, "backend closed the stream before answering", "stream")
+
+    def _parse_event(self, data: str) -> Message | None:
+        try:
+            return parse_message(data.encode())
+        except MalformedMessage as exc:
+            self._fail(None, 0, f"backend sent an invalid SSE message: {exc}", "protocol")
+            return None
+
+    async def _finish_stream(self, events: AsyncIterator[httpx2.ServerSentEvent]) -> None:
+        """Read a request's stream to its end after the answer, so its connection goes back to the pool.
+
+        Closing a response mid-body closes the connection, and the next request then pays a TCP connect.
+        The server ends the stream right after the answer; one that keeps it open is cut after a grace.
+        Anything it still says there is passed on as unsolicited rather than lost.
+        """
+        with anyio.move_on_after(STREAM_END_GRACE):
+            async for event in events:
+                if event.data and (msg := self._parse_event(event.data)) is not None:
+                    self._deliver(msg, None)
 
     async def _resume(self, last_event_id: str) -> httpx2.Response:
         request = self._backend.http.build_request(

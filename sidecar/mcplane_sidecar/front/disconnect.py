@@ -19,7 +19,10 @@ async def cancelled_on_disconnect(request: Request) -> AsyncIterator[anyio.Cance
     """Run the block; if the client disconnects first, cancel it (check `scope.cancelled_caught`).
 
     The request body must have been read already: after it, the next ASGI message is the disconnect.
+    An exception of the block leaves as itself, not wrapped in the watcher's ExceptionGroup, so callers'
+    `except httpx2.HTTPError` / `except ProxyError` still see it.
     """
+    failure: Exception | None = None
     async with anyio.create_task_group() as tg:
 
         async def watch() -> None:
@@ -28,5 +31,11 @@ async def cancelled_on_disconnect(request: Request) -> AsyncIterator[anyio.Cance
             tg.cancel_scope.cancel()
 
         tg.start_soon(watch)
-        yield tg.cancel_scope
-        tg.cancel_scope.cancel()  # the block finished: stop watching, Starlette takes over from here
+        try:
+            yield tg.cancel_scope
+        except Exception as exc:  # re-raised below, outside the task group
+            failure = exc
+        finally:
+            tg.cancel_scope.cancel()  # the block finished: stop watching, Starlette takes over from here
+    if failure is not None:
+        raise failure

@@ -34,7 +34,7 @@ from mcplane_sidecar.backends.stdio import StdioBackend
 from mcplane_sidecar.core.bridge import HandshakeBridge
 from mcplane_sidecar.core.registry import SessionRegistry
 from mcplane_sidecar.core.stateless_pool import StatelessPool
-from mcplane_sidecar.errors import BACKEND_UNAVAILABLE, ProxyError
+from mcplane_sidecar.errors import BACKEND_TIMEOUT, BACKEND_UNAVAILABLE, ProxyError
 from mcplane_sidecar.front.disconnect import cancelled_on_disconnect
 from mcplane_sidecar.front.param_headers import param_header_rejection
 from mcplane_sidecar.front.responses import (
@@ -46,7 +46,16 @@ from mcplane_sidecar.front.responses import (
     sse_response,
     status_of,
 )
-from mcplane_sidecar.jsonrpc import Message, is_request, is_response, method_of, request_id
+from mcplane_sidecar.jsonrpc import (
+    Message,
+    RequestId,
+    dumps,
+    error_response,
+    is_request,
+    is_response,
+    method_of,
+    request_id,
+)
 from mcplane_sidecar.metrics import Metrics
 
 logger = logging.getLogger(__name__)
@@ -70,6 +79,13 @@ def stateless_status(reply: Message) -> int:
     if isinstance(error, dict) and isinstance(error.get("code"), int):
         return ERROR_CODE_HTTP_STATUS.get(error["code"], status_of(reply))
     return 200
+
+
+def cut_off_event(rid: RequestId | None) -> bytes:
+    """The last SSE event of a relayed stream the backend cut off: an error carrying the request's id
+    (the blank lines first end whatever event was cut in half)."""
+    error = dumps(error_response(rid, BACKEND_UNAVAILABLE, "backend stream broke before the answer"))
+    return b"\n\nevent: message\ndata: " + error.encode() + b"\n\n"
 
 
 # Hop-by-hop and session headers are ours; every other `mcp-*` header belongs to the request.
@@ -237,21 +253,32 @@ class StatelessRelay:
             timeout=httpx2.Timeout(backend.http.timeout.connect, read=self.request_timeout),
         )
         upstream: httpx2.Response | None = None
+        whole_body: bytes | None = None
         try:
             async with cancelled_on_disconnect(request):
                 upstream = await backend.http.send(upstream_request, stream=True)
+                if not _is_event_stream(upstream):
+                    # One JSON answer (the common case): read it here and skip the streaming machinery.
+                    whole_body = await upstream.aread()
         except httpx2.HTTPError as exc:
+            if upstream is not None:
+                await upstream.aclose()
             self.registry.release_inflight()
-            self.metrics.backend_errors.labels(kind="connect").inc()
-            logger.warning("stateless relay: backend unreachable: %s", type(exc).__name__)
-            return jsonrpc_error(
-                503, rid, BACKEND_UNAVAILABLE, "backend unreachable", headers={"retry-after": "1"}
-            )
-        if upstream is None:
+            return self._upstream_failed(exc, rid, method, connected=upstream is not None)
+        if upstream is None or (whole_body is None and not _is_event_stream(upstream)):
             # The client left before the backend answered; abandoning the upstream call cancelled it.
+            if upstream is not None:
+                await upstream.aclose()
             self.registry.release_inflight()
             self.metrics.requests.labels(method=method, outcome="cancelled").inc()
             return Response(status_code=499)
+        response_headers = {k: upstream.headers[k] for k in RESPONSE_HEADERS if k in upstream.headers}
+        if whole_body is not None:
+            self.registry.release_inflight()
+            outcome = "ok" if upstream.status_code < 400 else f"http_{upstream.status_code}"
+            self.metrics.requests.labels(method=method, outcome=outcome).inc()
+            self.metrics.request_duration.labels(method=method).observe(time.monotonic() - started)
+            return Response(whole_body, status_code=upstream.status_code, headers=response_headers)
 
         async def relay() -> AsyncIterator[bytes]:
             outcome = "ok" if upstream.status_code < 400 else f"http_{upstream.status_code}"
@@ -262,6 +289,7 @@ class StatelessRelay:
                 outcome = "backend_error"
                 self.metrics.backend_errors.labels(kind="stream").inc()
                 logger.warning("stateless relay: backend stream broke: %s", type(exc).__name__)
+                yield cut_off_event(rid)  # the client still learns its request failed
             finally:
                 # Reached also when the client goes away: closing upstream is the cancellation.
                 await upstream.aclose()
@@ -269,7 +297,26 @@ class StatelessRelay:
                 self.metrics.requests.labels(method=method, outcome=outcome).inc()
                 self.metrics.request_duration.labels(method=method).observe(time.monotonic() - started)
 
-        response_headers = {k: upstream.headers[k] for k in RESPONSE_HEADERS if k in upstream.headers}
-        if response_headers.get("content-type", "").startswith("text/event-stream"):
-            response_headers.update(STREAM_HEADERS)
+        response_headers.update(STREAM_HEADERS)
         return StreamingResponse(relay(), status_code=upstream.status_code, headers=response_headers)
+
+    def _upstream_failed(
+        self, exc: httpx2.HTTPError, rid: RequestId | None, method: str, *, connected: bool
+    ) -> Response:
+        """The answer to a relayed request the backend failed: 504 past the deadline, else 503."""
+        if isinstance(exc, httpx2.TimeoutException):
+            self.metrics.backend_errors.labels(kind="timeout").inc()
+            self.metrics.requests.labels(method=method, outcome="timeout").inc()
+            logger.warning("stateless relay: backend did not answer within %g s", self.request_timeout)
+            return jsonrpc_error(
+                504, rid, BACKEND_TIMEOUT, f"backend did not answer within {self.request_timeout:g} s"
+            )
+        self.metrics.backend_errors.labels(kind="stream" if connected else "connect").inc()
+        logger.warning("stateless relay: backend unreachable: %s", type(exc).__name__)
+        return jsonrpc_error(
+            503, rid, BACKEND_UNAVAILABLE, "backend unreachable", headers={"retry-after": "1"}
+        )
+
+
+def _is_event_stream(response: httpx2.Response) -> bool:
+    return response.headers.get("content-type", "").split(";")[0].strip().lower() == "text/event-stream"

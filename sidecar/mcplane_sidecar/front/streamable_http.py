@@ -11,6 +11,7 @@ import time
 from collections.abc import AsyncIterator
 from typing import Final
 
+import anyio
 from mcp_types.jsonrpc import INVALID_REQUEST, PARSE_ERROR
 from mcp_types.version import HANDSHAKE_PROTOCOL_VERSIONS, MODERN_PROTOCOL_VERSIONS
 from sse_starlette import ServerSentEvent
@@ -120,6 +121,10 @@ class StreamableHttpEndpoint:
                 request, message, client.principal, client.forwarded
             )
         if method_of(message) == "initialize":
+            if not is_request(message):
+                return jsonrpc_error(
+                    400, None, INVALID_REQUEST, "Invalid Request: initialize must be a request with an id"
+                )
             if MCP_SESSION_ID in request.headers:
                 # Re-initializing inside a session is the backend's call; pass it along.
                 session = self._session(request, client)
@@ -149,11 +154,14 @@ class StreamableHttpEndpoint:
             return proxy_error_response(exc, rid)
         reply: Message | None = None
         try:
-            async with self.registry.inflight_slot():
-                stream = await session.request(message)
-                async for _, event in stream.follow():
-                    if is_response(event) and event.get("id") == rid:
-                        reply = event
+            # The deadline covers the send too: a backend that never answers the initialize POST holds
+            # the send itself, where the registry's reaper cannot reach it.
+            with anyio.move_on_after(self.request_timeout):
+                async with self.registry.inflight_slot():
+                    stream = await session.request(message)
+                    async for _, event in stream.follow():
+                        if is_response(event) and event.get("id") == rid:
+                            reply = event
         except ProxyError as exc:
             session.close()
             return proxy_error_response(exc, rid)
