@@ -23,9 +23,10 @@ import time
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from contextlib import asynccontextmanager
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, fields
 from datetime import UTC, datetime
 from pathlib import Path
+from types import ModuleType
 from typing import Any, Final, Literal
 
 import anyio
@@ -681,3 +682,30 @@ def python_env() -> dict[str, str]:
     """Environment for subprocesses that import the repository's modules."""
     current = os.environ.get("PYTHONPATH")
     return {"PYTHONPATH": f"{REPO_ROOT}{os.pathsep}{current}" if current else str(REPO_ROOT)}
+
+
+def script_main(module: ModuleType, argv: list[str] | None, helps: Mapping[str, str] | None = None) -> int:
+    """A scenario script's command line: one `--flag` per field of its `Options` dataclass (`log_dir`
+    excepted), then its `scenario` under its `deadline_of(options)` if it has one, else its `DEADLINE_S`."""
+    options_type = module.Options
+    deadline = getattr(module, "deadline_of", None) or module.DEADLINE_S
+    parser = base_parser(module.__doc__ or module.SCENARIO, deadline=0 if callable(deadline) else deadline)
+    for spec in fields(options_type):
+        if spec.name == "log_dir":
+            continue
+        default = spec.default
+        kind = type(default) if default is not None else _optional_type(str(spec.type))
+        parser.add_argument(
+            f"--{spec.name.replace('_', '-')}", type=kind, default=default, help=(helps or {}).get(spec.name)
+        )
+    args = parser.parse_args(argv)
+    values = {spec.name: getattr(args, spec.name) for spec in fields(options_type) if spec.name != "log_dir"}
+    options = options_type(**values, log_dir=args.log_dir)
+    cap = args.deadline or (deadline(options) if callable(deadline) else deadline)
+    report = Report(module.SCENARIO, sizes_of(options))
+    return run_script(lambda r: module.scenario(options, r), report, deadline=cap, out_dir=args.out)
+
+
+def _optional_type(annotation: str) -> type:
+    """`int | None` -> int: the flag type of an option whose default is None."""
+    return {"int": int, "float": float, "str": str}[annotation.split("|", maxsplit=1)[0].strip()]

@@ -28,12 +28,11 @@ from bench.reliability._common import (
     McpClient,
     Report,
     Tally,
-    base_parser,
     client_loop,
     log_dir_for,
     new_http_client,
     proxy_target_http,
-    run_script,
+    script_main,
     sidecar_config,
     sidecar_process,
     sizes_of,
@@ -137,28 +136,16 @@ async def run(options: Options, report: Report | None = None) -> Report:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = base_parser(__doc__ or SCENARIO, deadline=DEADLINE_S)
-    defaults = Options()
-    parser.add_argument("--clients", type=int, default=defaults.clients, help="2025-era sessions")
-    parser.add_argument("--stateless-clients", type=int, default=defaults.stateless_clients)
-    parser.add_argument("--before", type=float, default=defaults.before, help="load before the first kill")
-    parser.add_argument("--down", type=float, default=defaults.down, help="seconds the backend stays down")
-    parser.add_argument("--after", type=float, default=defaults.after, help="load after each restart")
-    parser.add_argument("--kills", type=int, default=defaults.kills)
-    parser.add_argument("--request-timeout", type=float, default=defaults.request_timeout)
-    args = parser.parse_args(argv)
-    options = Options(
-        clients=args.clients,
-        stateless_clients=args.stateless_clients,
-        before=args.before,
-        down=args.down,
-        after=args.after,
-        kills=args.kills,
-        request_timeout=args.request_timeout,
-        log_dir=args.log_dir,
+    return script_main(
+        sys.modules[__name__],
+        argv,
+        helps={
+            "clients": "2025-era sessions",
+            "before": "load before the first kill",
+            "down": "seconds the backend stays down",
+            "after": "load after each restart",
+        },
     )
-    report = Report(SCENARIO, sizes_of(options))
-    return run_script(lambda r: scenario(options, r), report, deadline=args.deadline, out_dir=args.out)
 
 
 if __name__ == "__main__":

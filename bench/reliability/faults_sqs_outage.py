@@ -27,11 +27,10 @@ from bench.reliability._common import (
     McpClient,
     Report,
     Tally,
-    base_parser,
     client_loop,
     log_dir_for,
     new_http_client,
-    run_script,
+    script_main,
     sidecar_config,
     sidecar_process,
     sizes_of,
@@ -138,26 +137,7 @@ async def run(options: Options, report: Report | None = None) -> Report:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = base_parser(__doc__ or SCENARIO, deadline=DEADLINE_S)
-    defaults = Options()
-    parser.add_argument("--clients", type=int, default=defaults.clients)
-    parser.add_argument("--stateless-clients", type=int, default=defaults.stateless_clients)
-    parser.add_argument("--before", type=float, default=defaults.before)
-    parser.add_argument("--outage", type=float, default=defaults.outage, help="seconds the endpoint is down")
-    parser.add_argument("--after", type=float, default=defaults.after)
-    parser.add_argument("--request-timeout", type=float, default=defaults.request_timeout)
-    args = parser.parse_args(argv)
-    options = Options(
-        clients=args.clients,
-        stateless_clients=args.stateless_clients,
-        before=args.before,
-        outage=args.outage,
-        after=args.after,
-        request_timeout=args.request_timeout,
-        log_dir=args.log_dir,
-    )
-    report = Report(SCENARIO, sizes_of(options))
-    return run_script(lambda r: scenario(options, r), report, deadline=args.deadline, out_dir=args.out)
+    return script_main(sys.modules[__name__], argv, helps={"outage": "seconds the endpoint is down"})
 
 
 if __name__ == "__main__":

@@ -22,12 +22,11 @@ from bench.reliability._common import (
     McpClient,
     Report,
     Tally,
-    base_parser,
     log_dir_for,
     new_http_client,
     proxy_target_http,
     python_env,
-    run_script,
+    script_main,
     sidecar_config,
     sidecar_process,
     sizes_of,
@@ -177,20 +176,11 @@ async def run(options: Options, report: Report | None = None) -> Report:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = base_parser(__doc__ or SCENARIO, deadline=DEADLINE_S)
-    defaults = Options()
-    parser.add_argument("--waves", type=int, default=defaults.waves)
-    parser.add_argument(
-        "--concurrency", type=int, default=defaults.concurrency, help="stalled calls per wave"
+    return script_main(
+        sys.modules[__name__],
+        argv,
+        helps={"concurrency": "stalled calls per wave", "timeout": "the sidecar's request_timeout"},
     )
-    parser.add_argument(
-        "--timeout", type=float, default=defaults.timeout, help="the sidecar's request_timeout"
-    )
-    parser.add_argument("--blackhole-calls", type=int, default=defaults.blackhole_calls)
-    args = parser.parse_args(argv)
-    options = Options(args.waves, args.concurrency, args.timeout, args.blackhole_calls, args.log_dir)
-    report = Report(SCENARIO, sizes_of(options))
-    return run_script(lambda r: scenario(options, r), report, deadline=args.deadline, out_dir=args.out)
 
 
 if __name__ == "__main__":

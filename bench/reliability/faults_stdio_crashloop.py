@@ -26,11 +26,10 @@ from bench.reliability._common import (
     McpClient,
     Report,
     Tally,
-    base_parser,
     client_loop,
     log_dir_for,
     new_http_client,
-    run_script,
+    script_main,
     sidecar_config,
     sidecar_process,
     sizes_of,
@@ -166,28 +165,7 @@ async def run(options: Options, report: Report | None = None) -> Report:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = base_parser(__doc__ or SCENARIO, deadline=DEADLINE_S)
-    defaults = Options()
-    parser.add_argument("--clients", type=int, default=defaults.clients)
-    parser.add_argument("--stateless-clients", type=int, default=defaults.stateless_clients)
-    parser.add_argument("--crash-phase", type=float, default=defaults.crash_phase)
-    parser.add_argument("--healthy-phase", type=float, default=defaults.healthy_phase)
-    parser.add_argument("--crash-after", type=float, default=defaults.crash_after, help="server lifetime (s)")
-    parser.add_argument("--initial-delay", type=float, default=defaults.initial_delay)
-    parser.add_argument("--max-delay", type=float, default=defaults.max_delay)
-    args = parser.parse_args(argv)
-    options = Options(
-        clients=args.clients,
-        stateless_clients=args.stateless_clients,
-        crash_phase=args.crash_phase,
-        healthy_phase=args.healthy_phase,
-        crash_after=args.crash_after,
-        initial_delay=args.initial_delay,
-        max_delay=args.max_delay,
-        log_dir=args.log_dir,
-    )
-    report = Report(SCENARIO, sizes_of(options))
-    return run_script(lambda r: scenario(options, r), report, deadline=args.deadline, out_dir=args.out)
+    return script_main(sys.modules[__name__], argv, helps={"crash_after": "server lifetime (s)"})
 
 
 if __name__ == "__main__":

@@ -48,13 +48,12 @@ from bench.reliability._common import (
     McpClient,
     Report,
     Tally,
-    base_parser,
     client_loop,
     initialize_request,
     log_dir_for,
     new_http_client,
     proxy_target_http,
-    run_script,
+    script_main,
     sidecar_config,
     sidecar_process,
     sizes_of,
@@ -527,13 +526,11 @@ async def run(options: Options, report: Report | None = None) -> Report:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = base_parser(__doc__ or SCENARIO, deadline=DEADLINE_S)
-    parser.add_argument("--examples", type=int, default=Options.examples, help="hypothesis cases")
-    parser.add_argument("--seed", type=int, default=None, help="hypothesis seed (default: random)")
-    args = parser.parse_args(argv)
-    options = Options(args.examples, args.seed, args.log_dir)
-    report = Report(SCENARIO, sizes_of(options))
-    return run_script(lambda r: scenario(options, r), report, deadline=args.deadline, out_dir=args.out)
+    return script_main(
+        sys.modules[__name__],
+        argv,
+        helps={"examples": "hypothesis cases", "seed": "hypothesis seed (default: random)"},
+    )
 
 
 if __name__ == "__main__":

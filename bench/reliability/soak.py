@@ -27,12 +27,11 @@ from bench.reliability._common import (
     McpClient,
     Report,
     Tally,
-    base_parser,
     client_loop,
     log_dir_for,
     new_http_client,
     proxy_target_http,
-    run_script,
+    script_main,
     sidecar_config,
     sidecar_process,
     sizes_of,
@@ -143,34 +142,21 @@ async def run(options: Options, report: Report | None = None) -> Report:
     return report
 
 
+def deadline_of(options: Options) -> float:
+    return options.duration + 120  # the load, plus start-up and shut-down
+
+
 def main(argv: list[str] | None = None) -> int:
-    defaults = Options()
-    parser = base_parser(__doc__ or SCENARIO, deadline=0)
-    parser.add_argument("--duration", type=float, default=defaults.duration, help="seconds of load")
-    parser.add_argument(
-        "--warmup", type=float, default=defaults.warmup, help="seconds before the RSS baseline"
+    return script_main(
+        sys.modules[__name__],
+        argv,
+        helps={
+            "duration": "seconds of load",
+            "warmup": "seconds before the RSS baseline",
+            "interval": "seconds between a client's calls",
+            "window": "seconds per p99 window",
+        },
     )
-    parser.add_argument("--clients", type=int, default=defaults.clients)
-    parser.add_argument("--stateless-clients", type=int, default=defaults.stateless_clients)
-    parser.add_argument(
-        "--interval", type=float, default=defaults.interval, help="seconds between a client's calls"
-    )
-    parser.add_argument("--window", type=float, default=defaults.window, help="seconds per p99 window")
-    parser.add_argument("--max-rss-growth", type=float, default=defaults.max_rss_growth)
-    args = parser.parse_args(argv)
-    options = Options(
-        duration=args.duration,
-        warmup=args.warmup,
-        clients=args.clients,
-        stateless_clients=args.stateless_clients,
-        interval=args.interval,
-        window=args.window,
-        max_rss_growth=args.max_rss_growth,
-        log_dir=args.log_dir,
-    )
-    deadline = args.deadline or options.duration + 120  # the load, plus start-up and shut-down
-    report = Report(SCENARIO, sizes_of(options))
-    return run_script(lambda r: scenario(options, r), report, deadline=deadline, out_dir=args.out)
 
 
 if __name__ == "__main__":
