@@ -69,6 +69,13 @@ class StdioBackendConfig(_Strict):
     restart_initial_delay: float = Field(0.5, gt=0, description="First restart delay after a crash (s).")
     restart_max_delay: float = Field(30.0, gt=0, description="Cap of the exponential restart backoff (s).")
     stderr: Literal["inherit", "log", "discard"] = Field("log", description="Where the server's stderr goes.")
+    warm_spares: int = Field(
+        1,
+        ge=0,
+        le=16,
+        description="Server processes kept started ahead of need, so a new handshake-era session does not "
+        "wait for one to start (0: start each on demand).",
+    )
     stateless_pool_size: int = Field(
         4,
         ge=1,

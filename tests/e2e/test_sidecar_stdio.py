@@ -6,14 +6,24 @@ from __future__ import annotations
 import sys
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from pathlib import Path
 
 import httpx
 import pytest
 
 from mcplane_sidecar import build_config, create_app
-from tests.e2e.proxy_harness import Proxied, call, final_response, open_session, session_headers
+from tests.e2e.proxy_harness import (
+    ACCEPT_BOTH,
+    Proxied,
+    call,
+    final_response,
+    initialize_request,
+    open_session,
+    session_headers,
+)
 from tests.support.asgi import serve_asgi
 from tests.support.processes import FIXTURES
+from tests.support.waiting import eventually
 
 pytestmark = pytest.mark.e2e
 DEADLINE = 30
@@ -67,3 +77,67 @@ async def test_each_session_gets_its_own_process() -> None:
             headers = session_headers(await open_session(http, proxied.url))
             pids.add(tool_text(await http.post(proxied.url, json=call(2, "pid", {}), headers=headers), 2))
         assert len(pids) == 3
+
+
+async def test_a_session_whose_client_gave_up_on_initialize_is_closed() -> None:
+    # A server that takes 1.5 s to start; the client waits 0.3 s for its initialize, then leaves.
+    slow_start = (
+        "import runpy, sys, time; time.sleep(1.5); "
+        f"sys.argv = [{str(FIXTURES / 'stdio_echo_server.py')!r}]; "
+        "runpy.run_path(sys.argv[0], run_name='__main__')"
+    )
+    config = build_config(
+        {"backend": {"kind": "stdio", "stdio": {"command": sys.executable, "args": ["-c", slow_start]}}}
+    )
+    app = create_app(config)
+    async with serve_asgi(app) as base, httpx.AsyncClient(timeout=DEADLINE) as http:
+        url = f"{base}/mcp"
+        with pytest.raises(httpx.ReadTimeout):
+            await http.post(url, json=initialize_request(), headers={"accept": ACCEPT_BOTH}, timeout=0.3)
+
+        async def abandoned_session_closed() -> bool:
+            status = (await http.get(f"{base}/status")).json()
+            return bool(status["activeSessions"] == 0)
+
+        # Opened once the server is up (about 1.5 s), then closed at once: nobody can use it.
+        await eventually(abandoned_session_closed, within=DEADLINE, what="the abandoned session closed")
+        session_id = await open_session(http, url)  # a client that waits still gets its session
+        assert session_id
+        status = (await http.get(f"{base}/status")).json()
+        assert status["activeSessions"] == 1
+
+
+def _recording_server(pid_file: Path) -> list[str]:
+    """proxy_target over stdio, which first appends its pid to `pid_file` and takes a second to start."""
+    script = (
+        "import os, runpy, sys, time; "
+        f"open({str(pid_file)!r}, 'a').write(f'{{os.getpid()}}\\n'); time.sleep(1); "
+        f"sys.argv = [{str(FIXTURES / 'proxy_target.py')!r}, '--transport', 'stdio']; "
+        "runpy.run_path(sys.argv[0], run_name='__main__')"
+    )
+    return ["-c", script]
+
+
+@pytest.mark.parametrize("spares", [1, 0])
+async def test_a_new_session_takes_a_started_spare_process(tmp_path: Path, spares: int) -> None:
+    pid_file = tmp_path / "pids"
+    pid_file.touch()
+    stdio = {"command": sys.executable, "args": _recording_server(pid_file), "warm_spares": spares}
+    app = create_app(build_config({"backend": {"kind": "stdio", "stdio": stdio}}))
+
+    def started() -> list[int]:
+        return [int(line) for line in pid_file.read_text().split()]
+
+    async with serve_asgi(app) as base, httpx.AsyncClient(timeout=DEADLINE) as http:
+        url = f"{base}/mcp"
+        if spares:
+            await eventually(lambda: len(started()) == 1, within=DEADLINE, what="the spare started")
+        else:
+            assert started() == []  # nothing runs before a session asks for it
+        session_id = await open_session(http, url)
+        response = await http.post(url, json=call(2, "pid", {}), headers=session_headers(session_id))
+        serving = int(final_response(response, 2)["result"]["structuredContent"]["result"])
+        assert serving == started()[0]  # the session runs on the first process started
+        if spares:
+            # ... which was the spare; a new one is started behind it for the next session.
+            await eventually(lambda: len(started()) == 2, within=DEADLINE, what="a new spare")

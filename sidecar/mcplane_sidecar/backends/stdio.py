@@ -1,6 +1,7 @@
 """Local stdio backend: one MCP server process per client session, newline-delimited JSON-RPC on its pipes.
 
-A stdio server hosts exactly one MCP session, so every link starts its own process. The link relays raw
+A stdio server hosts exactly one MCP session, so every link has its own process (taken from the started
+spares when one is ready, backends/stdio_spares.py, else started on demand). The link relays raw
 messages (one JSON object per line, nothing re-modelled) and keeps the process alive: if it dies, each
 request it had not answered is settled with an error carrying that request's id, the process is started
 again after an exponential backoff, and the client's own `initialize` (and `notifications/initialized`)
@@ -20,6 +21,7 @@ import subprocess
 from collections.abc import AsyncIterator
 from contextlib import AbstractAsyncContextManager, asynccontextmanager, nullcontext, suppress
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 from typing import IO, TYPE_CHECKING, Any, Final
 
@@ -29,6 +31,7 @@ from anyio.abc import ByteReceiveStream, Process
 from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
 
 from mcplane_sidecar.backends.base import BackendMessage, LinkOptions
+from mcplane_sidecar.backends.stdio_spares import WarmSpares
 from mcplane_sidecar.config import ENV_PREFIX, StdioBackendConfig
 from mcplane_sidecar.errors import BACKEND_UNAVAILABLE, BackendClosed
 from mcplane_sidecar.jsonrpc import (
@@ -244,13 +247,41 @@ async def _stop_process(process: Process, label: str) -> None:
             await process.aclose()
 
 
+async def spawn_server(config: StdioBackendConfig) -> Process:
+    """Start the configured server with pipes for stdin and stdout, in its own process group."""
+    env = {key: value for key, value in os.environ.items() if not key.startswith(ENV_PREFIX)}
+    env.update(config.env)
+    stderr: int | IO[Any] | None = {
+        "log": subprocess.PIPE,
+        "inherit": None,
+        "discard": subprocess.DEVNULL,
+    }[config.stderr]
+    return await anyio.open_process(
+        [config.command, *config.args],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        stderr=stderr,
+        cwd=config.cwd,
+        env=env,
+        # Own process group: the shutdown signals reach the server's children too.
+        start_new_session=True,
+    )
+
+
 class StdioLink:
     """One client session's server process, restarted and re-initialized when it dies."""
 
     def __init__(
-        self, config: StdioBackendConfig, metrics: Metrics, options: LinkOptions, *, reinit_timeout: float
+        self,
+        config: StdioBackendConfig,
+        metrics: Metrics,
+        options: LinkOptions,
+        *,
+        reinit_timeout: float,
+        spares: WarmSpares | None = None,
     ) -> None:
         self._config = config
+        self._spares = spares
         self._metrics = metrics
         self._label = options.session_label or "stdio"
         self._reinit_timeout = reinit_timeout
@@ -336,8 +367,9 @@ class StdioLink:
                 self._set_state(_State.STARTING)
             generation += 1
             started_at = anyio.current_time()
+            spare = self._spares.take() if self._spares is not None and generation == 1 else None
             try:
-                process = await self._spawn()
+                process = spare or await spawn_server(self._config)
             except (OSError, ValueError) as exc:
                 reason = f"cannot start backend: {exc}"
                 logger.warning("%s; retrying in %g s", reason, delay, extra={"session_id": self._label})
@@ -360,25 +392,6 @@ class StdioLink:
             logger.warning(
                 "%s; restarting in %g s", self._down_reason, delay, extra={"session_id": self._label}
             )
-
-    async def _spawn(self) -> Process:
-        env = {key: value for key, value in os.environ.items() if not key.startswith(ENV_PREFIX)}
-        env.update(self._config.env)
-        stderr: int | IO[Any] | None = {
-            "log": subprocess.PIPE,
-            "inherit": None,
-            "discard": subprocess.DEVNULL,
-        }[self._config.stderr]
-        return await anyio.open_process(
-            [self._config.command, *self._config.args],
-            stdin=subprocess.PIPE,
-            stdout=subprocess.PIPE,
-            stderr=stderr,
-            cwd=self._config.cwd,
-            env=env,
-            # Own process group: the shutdown signals reach the server's children too.
-            start_new_session=True,
-        )
 
     async def _serve(self, run: _Run) -> str:
         """Relay for one process until it is gone; returns the restart reason for the metrics."""
@@ -575,10 +588,19 @@ class StdioBackend:
         self.metrics = metrics
         # Also the deadline of a replayed initialize: a server that cannot answer it is not usable.
         self.request_timeout = request_timeout
+        self.spares = WarmSpares(
+            partial(spawn_server, config),
+            partial(_stop_process, label="spare"),
+            count=config.warm_spares,
+            initial_delay=config.restart_initial_delay,
+            max_delay=config.restart_max_delay,
+        )
 
     @asynccontextmanager
     async def open_link(self, options: LinkOptions) -> AsyncIterator[StdioLink]:
-        link = StdioLink(self.config, self.metrics, options, reinit_timeout=self.request_timeout)
+        link = StdioLink(
+            self.config, self.metrics, options, reinit_timeout=self.request_timeout, spares=self.spares
+        )
         try:
             async with anyio.create_task_group() as tg:
                 tg.start_soon(link.supervise)
@@ -596,7 +618,7 @@ class StdioBackend:
             link.close()
 
     def running(self) -> AbstractAsyncContextManager[None]:
-        return nullcontext()
+        return self.spares.running()
 
     async def check_ready(self) -> str | None:
         return await anyio.to_thread.run_sync(self._resolve_command)

@@ -129,7 +129,7 @@ class StreamableHttpEndpoint:
                 # Re-initializing inside a session is the backend's call; pass it along.
                 session = self._session(request, client)
                 return await self._relay_request(request, session, message)
-            return await self._initialize(message, client)
+            return await self._initialize(request, message, client)
         session = self._session(request, client, message)
         if is_request(message):
             return await self._relay_request(request, session, message)
@@ -144,7 +144,7 @@ class StreamableHttpEndpoint:
             raise _MissingSession()
         return self.registry.get(session_id, client.principal)
 
-    async def _initialize(self, message: Message, client: ClientContext) -> Response:
+    async def _initialize(self, request: Request, message: Message, client: ClientContext) -> Response:
         """Open a session; the id goes out on the initialize response, so this one answers as JSON."""
         rid = request_id(message)
         options = LinkOptions(dict(client.forwarded))
@@ -169,6 +169,12 @@ class StreamableHttpEndpoint:
             session.close()
             answer = reply or error_response(rid, BACKEND_TIMEOUT, "backend did not answer initialize")
             return reply_response(answer)
+        if await request.is_disconnected():
+            # Nobody will ever learn this session's id (e.g. a client that gave up on a slow stdio start):
+            # keeping it would hold a backend session until the idle timeout.
+            session.close()
+            logger.info("client left before its initialize was answered; session closed")
+            return Response(status_code=499)
         return JSONResponse(reply, headers={MCP_SESSION_ID: session.session_id})
 
     async def _relay_request(self, request: Request, session: ProxySession, message: Message) -> Response:
