@@ -113,6 +113,18 @@ class Runtime:
     kube: apply.KubeClient
     metrics: metrics.OperatorMetrics
     metrics_server: WSGIServer | None = None
+    # Deployment uid -> the resourceVersion the operator itself last wrote: the watch event that only
+    # echoes that write needs no reconcile of its owner (it would find nothing to do).
+    own_writes: dict[str, str] = dataclasses.field(default_factory=dict)
+
+    def wrote(self, obj: Mapping[str, Any]) -> None:
+        meta = obj.get("metadata") or {}
+        if meta.get("uid") and meta.get("resourceVersion"):
+            self.own_writes[str(meta["uid"])] = str(meta["resourceVersion"])
+
+    def is_echo(self, obj: Mapping[str, Any]) -> bool:
+        meta = obj.get("metadata") or {}
+        return bool(meta.get("uid")) and self.own_writes.get(str(meta["uid"])) == meta.get("resourceVersion")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -197,6 +209,8 @@ def _realise(
                 logger.info("%s %s/%s %s", applied.kind, namespace, child["metadata"]["name"], applied.action)
             if applied.kind == "Deployment":
                 deployment = applied.obj
+                if applied.action != "unchanged":
+                    runtime.wrote(applied.obj)
         for kind in apply.prune(
             kube, name=name, namespace=namespace, owner_uid=uid, keep=children, service_monitors=monitors
         ):
@@ -369,7 +383,7 @@ def _owned_by_proxy(body: kopf.Body, **_: Any) -> bool:
 
 
 @kopf.on.event("apps", "v1", "deployments", labels={LABEL_MANAGED_BY: MANAGER}, when=_owned_by_proxy)
-def deployment_event(body: kopf.Body, memo: kopf.Memo, **_: Any) -> None:
+def deployment_event(body: kopf.Body, memo: kopf.Memo, event: kopf.RawEvent, **_: Any) -> None:
     """A Deployment of an MCPProxy changed or went away: reconcile its owner now, not at the next tick."""
     owner = owner_of(body)
     namespace = body.metadata.namespace
@@ -377,6 +391,10 @@ def deployment_event(body: kopf.Body, memo: kopf.Memo, **_: Any) -> None:
         return
     name, uid = owner
     runtime = _runtime(memo)
+    if event.get("type") == "DELETED":
+        runtime.own_writes.pop(str(body.metadata.uid), None)
+    elif runtime.is_echo(body):
+        return  # the operator's own create or patch coming back: its owner is already reconciled
     proxy = runtime.kube.get(apply.proxy_path(namespace, name))
     meta = (proxy or {}).get("metadata") or {}
     if proxy is None or meta.get("uid") != uid or meta.get("deletionTimestamp"):

@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 import urllib.request
-from typing import Any
+from typing import Any, cast
 
 import pytest
 
 from mcplane_operator import apply, metrics, status
-from mcplane_operator.handlers import OperatorConfig, owner_of
+from mcplane_operator.handlers import OperatorConfig, Runtime, owner_of
 from mcplane_operator.operator import watch_scope
 from tests.support.processes import free_port
 
@@ -213,3 +213,16 @@ def test_watch_scope() -> None:
     assert watch_scope(None, False, {"MCPLANE_WATCH_NAMESPACES": "*"}) == (True, [])
     with pytest.raises(ValueError, match="not both"):
         watch_scope(["x"], True, {})
+
+
+def test_only_the_operators_own_write_of_a_deployment_counts_as_its_echo() -> None:
+    runtime = Runtime(
+        config=OperatorConfig(), kube=cast(apply.KubeClient, None), metrics=metrics.OperatorMetrics()
+    )
+    written = {"metadata": {"uid": "u1", "resourceVersion": "7"}}
+    runtime.wrote(written)
+    assert runtime.is_echo(written)
+    # The controller updating its status (a new resourceVersion) or another object is news.
+    assert not runtime.is_echo({"metadata": {"uid": "u1", "resourceVersion": "8"}})
+    assert not runtime.is_echo({"metadata": {"uid": "u2", "resourceVersion": "7"}})
+    assert not runtime.is_echo({"metadata": {}})
