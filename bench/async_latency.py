@@ -47,7 +47,6 @@ import importlib
 import json
 import os
 import platform
-import signal
 import subprocess
 import sys
 import tempfile
@@ -61,6 +60,7 @@ from pathlib import Path
 from typing import Any, Final, Literal
 
 import anyio  # in both venvs
+from _interrupt import run_interruptibly
 from _measure import LatencySummary, error_text, rotated  # stdlib only: both venvs too
 
 REPO_ROOT: Final = Path(__file__).resolve().parents[1]
@@ -1234,27 +1234,6 @@ async def run(options: Options) -> dict[str, Any]:
     return report
 
 
-SIGNALLED: list[str] = []
-
-
-async def run_until_signal(options: Options) -> dict[str, Any] | None:
-    """`run()`, cancelled cleanly by Ctrl-C or SIGTERM (its finally blocks then stop every process by PID)."""
-    report: dict[str, Any] | None = None
-    async with anyio.create_task_group() as tg:
-
-        async def watch() -> None:
-            with anyio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
-                async for signum in signals:
-                    SIGNALLED.append(signal.Signals(signum).name)
-                    tg.cancel_scope.cancel()
-                    return
-
-        tg.start_soon(watch)
-        report = await run(options)
-        tg.cancel_scope.cancel()
-    return report
-
-
 def parse_args(argv: Sequence[str] | None) -> Options:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0] if __doc__ else None)
     parser.add_argument(
@@ -1291,16 +1270,7 @@ def parse_args(argv: Sequence[str] | None) -> Options:
 
 def main(argv: Sequence[str] | None = None) -> None:
     options = parse_args(argv)
-    try:
-        report = anyio.run(run_until_signal, options)
-    except BaseException:
-        # Cancelled by a signal, the SDK client may surface another error while it is torn down.
-        if not SIGNALLED:
-            raise
-        report = None
-    if report is None:
-        print(f"interrupted ({', '.join(SIGNALLED)}); started processes were stopped", file=sys.stderr)
-        raise SystemExit(130)
+    report = run_interruptibly(run, options)
     options.out.mkdir(parents=True, exist_ok=True)
     json_path = options.out / "async_latency.json"
     md_path = options.out / "async_latency.md"

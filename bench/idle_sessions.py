@@ -26,7 +26,6 @@ import json
 import os
 import platform
 import resource
-import signal
 import sys
 import tempfile
 import time
@@ -44,6 +43,7 @@ if str(REPO_ROOT) not in sys.path:
 
 import anyio  # noqa: E402
 import httpx  # noqa: E402
+from _interrupt import run_interruptibly  # noqa: E402
 from _measure import LatencySummary, error_text  # noqa: E402
 
 from tests.support.processes import (  # noqa: E402
@@ -429,27 +429,6 @@ def markdown(report: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
-SIGNALLED: list[str] = []
-
-
-async def run_until_signal(sizes: Sequence[int], warmup: int, concurrency: int) -> dict[str, Any] | None:
-    """`run()`, cancelled cleanly by Ctrl-C or SIGTERM (its finally blocks then stop every process by PID)."""
-    report: dict[str, Any] | None = None
-    async with anyio.create_task_group() as tg:
-
-        async def watch() -> None:
-            with anyio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
-                async for signum in signals:
-                    SIGNALLED.append(signal.Signals(signum).name)
-                    tg.cancel_scope.cancel()
-                    return
-
-        tg.start_soon(watch)
-        report = await run(sizes, warmup, concurrency)
-        tg.cancel_scope.cancel()
-    return report
-
-
 def main(argv: Sequence[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0] if __doc__ else None)
     parser.add_argument(
@@ -462,15 +441,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     sizes = sorted(set(args.sizes or [1000, 10_000]))
     if sizes[0] < 1 or args.warmup < 1 or args.concurrency < 1:
         parser.error("--sizes, --warmup and --concurrency must be at least 1")
-    try:
-        report = anyio.run(run_until_signal, sizes, args.warmup, args.concurrency)
-    except BaseException:
-        if not SIGNALLED:
-            raise
-        report = None
-    if report is None:
-        print(f"interrupted ({', '.join(SIGNALLED)}); started processes were stopped", file=sys.stderr)
-        raise SystemExit(130)
+    report = run_interruptibly(run, sizes, args.warmup, args.concurrency)
     args.out.mkdir(parents=True, exist_ok=True)
     json_path, md_path = args.out / "idle_sessions.json", args.out / "idle_sessions.md"
     json_path.write_text(json.dumps({k: v for k, v in report.items() if k != "markdown"}, indent=2) + "\n")

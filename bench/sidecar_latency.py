@@ -68,6 +68,7 @@ if str(REPO_ROOT) not in sys.path:
 import anyio  # noqa: E402
 import httpx  # noqa: E402
 import uvicorn  # noqa: E402
+from _interrupt import run_interruptibly  # noqa: E402
 from _measure import LatencySummary, error_text, rotated  # noqa: E402
 from mcp import Client  # noqa: E402
 from mcp_types.version import LATEST_MODERN_VERSION, MODERN_PROTOCOL_VERSIONS  # noqa: E402
@@ -1287,27 +1288,6 @@ async def run(options: Options) -> dict[str, Any]:
     return report
 
 
-SIGNALLED: list[str] = []
-
-
-async def run_until_signal(options: Options) -> dict[str, Any] | None:
-    """`run()`, cancelled cleanly by Ctrl-C or SIGTERM (its finally blocks then stop every process by PID)."""
-    report: dict[str, Any] | None = None
-    async with anyio.create_task_group() as tg:
-
-        async def watch() -> None:
-            with anyio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
-                async for signum in signals:
-                    SIGNALLED.append(signal.Signals(signum).name)
-                    tg.cancel_scope.cancel()
-                    return
-
-        tg.start_soon(watch)
-        report = await run(options)
-        tg.cancel_scope.cancel()
-    return report
-
-
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0] if __doc__ else None)
     parser.add_argument("--calls", type=int, default=1000, help="timed sequential calls per target and era")
@@ -1360,16 +1340,7 @@ def main(argv: Sequence[str] | None = None) -> None:
         eras=args.era or ["2025", "2026"],
         peers=not args.no_peers,
     )
-    try:
-        report = anyio.run(run_until_signal, options)
-    except BaseException:
-        # Cancelled by a signal, the SDK client may surface another error while it is torn down.
-        if not SIGNALLED:
-            raise
-        report = None
-    if report is None:
-        print(f"interrupted ({', '.join(SIGNALLED)}); started processes were stopped", file=sys.stderr)
-        raise SystemExit(130)
+    report = run_interruptibly(run, options)
     options.out.mkdir(parents=True, exist_ok=True)
     json_path = options.out / "sidecar_latency.json"
     md_path = options.out / "sidecar_latency.md"
