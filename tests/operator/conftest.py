@@ -84,3 +84,27 @@ def emulated_cluster(directory: Path) -> Iterator[Cluster]:
         kubeconfig = directory / "kubeconfig"
         kubeconfig.write_text(kubeconfig_for(server.url))
         yield Cluster(server=server, url=server.url, kubeconfig=kubeconfig)
+
+
+# The ServiceMonitor CRD as the Prometheus Operator installs it (schema left open): with it, the operator
+# manages ServiceMonitors.
+SERVICE_MONITOR_CRD = {
+    "apiVersion": "apiextensions.k8s.io/v1",
+    "kind": "CustomResourceDefinition",
+    "metadata": {"name": "servicemonitors.monitoring.coreos.com"},
+    "spec": {
+        "group": "monitoring.coreos.com",
+        "scope": "Namespaced",
+        "names": {"plural": "servicemonitors", "singular": "servicemonitor", "kind": "ServiceMonitor"},
+        "versions": [
+            {
+                "name": "v1",
+                "served": True,
+                "storage": True,
+                "schema": {
+                    "openAPIV3Schema": {"type": "object", "x-kubernetes-preserve-unknown-fields": True}
+                },
+            }
+        ],
+    },
+}

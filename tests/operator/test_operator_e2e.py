@@ -40,7 +40,7 @@ from mcplane_operator.builders import (
     service_url,
 )
 from mcplane_operator.model import API_VERSION, KIND, parse_spec
-from tests.operator.conftest import REPO, Cluster
+from tests.operator.conftest import REPO, SERVICE_MONITOR_CRD, Cluster
 from tests.support.processes import PYTHON, ProcessHandle, async_running_process, free_port, stop_process
 from tests.support.waiting import eventually
 
@@ -547,28 +547,6 @@ async def test_operator_metrics_count_reconciles(operator: Operator) -> None:
     assert samples['mcplane_operator_reconciles_total{result="progressing"}'] >= 1
     assert samples["mcplane_operator_reconcile_errors_total"] == 0
     assert samples["mcplane_operator_reconcile_duration_seconds_count"] >= 2
-
-
-SERVICE_MONITOR_CRD = {
-    "apiVersion": "apiextensions.k8s.io/v1",
-    "kind": "CustomResourceDefinition",
-    "metadata": {"name": "servicemonitors.monitoring.coreos.com"},
-    "spec": {
-        "group": "monitoring.coreos.com",
-        "scope": "Namespaced",
-        "names": {"plural": "servicemonitors", "singular": "servicemonitor", "kind": "ServiceMonitor"},
-        "versions": [
-            {
-                "name": "v1",
-                "served": True,
-                "storage": True,
-                "schema": {
-                    "openAPIV3Schema": {"type": "object", "x-kubernetes-preserve-unknown-fields": True}
-                },
-            }
-        ],
-    },
-}
 
 
 async def test_replicas_take_turns_through_peering_in_their_namespaces(

@@ -35,7 +35,7 @@ import anyio
 import pytest
 import yaml
 
-from tests.operator.conftest import REPO, Cluster, emulated_cluster, kubeconfig_for
+from tests.operator.conftest import REPO, SERVICE_MONITOR_CRD, Cluster, emulated_cluster, kubeconfig_for
 from tests.support.chart import (
     ci_values,
     of_kind,
@@ -56,29 +56,8 @@ INVALID_EXAMPLE = REPO / "manifests" / "examples" / "invalid" / "http-without-ur
 DEADLINE = 20.0  # each wait: the operator answers in well under a second; the margin is for a loaded CI box
 POD_NAME = "rel-mcplane-6d4cf9b7c-x2x7q"  # what the Downward API (POD_ID) would give the operator's pod
 # Requests the chart is known not to grant, by values file, as (verb, group, resource): each must still occur
-# (remove the entry once the chart or the operator changes) and nothing else may be denied.
+# (remove the entry once the chart or the operator changes) and nothing else may be denied. None at present.
 KNOWN_DENIALS: dict[str, set[tuple[str, str, str]]] = {"defaults": set(), "namespaced": set()}
-# The ServiceMonitor CRD, as the Prometheus Operator installs it: the operator then manages ServiceMonitors.
-SERVICE_MONITOR_CRD = {
-    "apiVersion": "apiextensions.k8s.io/v1",
-    "kind": "CustomResourceDefinition",
-    "metadata": {"name": "servicemonitors.monitoring.coreos.com"},
-    "spec": {
-        "group": "monitoring.coreos.com",
-        "scope": "Namespaced",
-        "names": {"plural": "servicemonitors", "singular": "servicemonitor", "kind": "ServiceMonitor"},
-        "versions": [
-            {
-                "name": "v1",
-                "served": True,
-                "storage": True,
-                "schema": {
-                    "openAPIV3Schema": {"type": "object", "x-kubernetes-preserve-unknown-fields": True}
-                },
-            }
-        ],
-    },
-}
 
 
 # -- kubectl, as the cluster's administrator -----------------------------------------------------------------
