@@ -612,6 +612,27 @@ class Record:
     result: CallResult
 
 
+@dataclass(frozen=True)
+class Recovery:
+    first_ok_s: float | None  # seconds from the moment to the first success of any client
+    all_ok_s: float | None  # ... to the moment every client had succeeded again
+    all_ok_at: float | None
+    stuck: list[str]  # clients with no success in the window
+
+
+def scenario_runner(
+    name: str, scenario: Callable[[Any, Report], Awaitable[None]]
+) -> Callable[..., Awaitable[Report]]:
+    """A scenario's `run(options, report=None)`, as the tests call it."""
+
+    async def run(options: Any, report: Report | None = None) -> Report:
+        report = report or Report(name, sizes_of(options))
+        await scenario(options, report)
+        return report
+
+    return run
+
+
 class Tally:
     """Every outcome of a run, in order; summaries by kind and time."""
 
@@ -642,6 +663,19 @@ class Tally:
 
     def clients(self) -> list[str]:
         return sorted({r.client for r in self.records})
+
+    def recovery(self, moment: float, *, until: float = float("inf")) -> Recovery:
+        """How long after `moment` the first client, and then every client, had a call succeed again."""
+        per_client = {name: self.first_ok_after(moment, name) for name in self.clients()}
+        stuck = [name for name, at in per_client.items() if at is None or at >= until]
+        first = self.first_ok_after(moment)
+        last = max((at for at in per_client.values() if at is not None), default=None)
+        return Recovery(
+            first_ok_s=round(first - moment, 3) if first else None,
+            all_ok_s=round(last - moment, 3) if last else None,
+            all_ok_at=last,
+            stuck=stuck,
+        )
 
     def latencies(self, *, since: float = 0.0, until: float = float("inf")) -> list[float]:
         return [r.result.latency for r in self.of("ok", since=since, until=until)]

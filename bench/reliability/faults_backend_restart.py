@@ -32,10 +32,10 @@ from bench.reliability._common import (
     log_dir_for,
     new_http_client,
     proxy_target_http,
+    scenario_runner,
     script_main,
     sidecar_config,
     sidecar_process,
-    sizes_of,
 )
 from tests.support.processes import free_port
 
@@ -105,19 +105,16 @@ def summarize(
     for cycle in cycles:
         restarted = cycle["restarted_at"]
         until = cycles[cycle["kill"]]["killed_at"] if cycle["kill"] < len(cycles) else float("inf")
-        first = tally.first_ok_after(restarted)
-        per_client = {name: tally.first_ok_after(restarted, name) for name in clients}
-        stuck = [name for name, at in per_client.items() if at is None or at >= until]
-        report.check(not stuck, f"kill {cycle['kill']}: clients never recovered: {stuck}")
+        recovery = tally.recovery(restarted, until=until)
+        report.check(not recovery.stuck, f"kill {cycle['kill']}: clients never recovered: {recovery.stuck}")
         failed = len(tally.of("error", since=cycle["killed_at"], until=until))
-        last = max((at for at in per_client.values() if at is not None), default=None)
         recoveries.append(
             {
                 "kill": cycle["kill"],
                 "down_s": round(restarted - cycle["killed_at"], 2),
                 "failed_calls": failed,
-                "first_ok_after_restart_s": round(first - restarted, 3) if first else None,
-                "all_clients_ok_after_restart_s": round(last - restarted, 3) if last else None,
+                "first_ok_after_restart_s": recovery.first_ok_s,
+                "all_clients_ok_after_restart_s": recovery.all_ok_s,
             }
         )
     report.numbers["recoveries"] = recoveries
@@ -129,10 +126,7 @@ def summarize(
     tally.report_violations(report)
 
 
-async def run(options: Options, report: Report | None = None) -> Report:
-    report = report or Report(SCENARIO, sizes_of(options))
-    await scenario(options, report)
-    return report
+run = scenario_runner(SCENARIO, scenario)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -30,10 +30,10 @@ from bench.reliability._common import (
     client_loop,
     log_dir_for,
     new_http_client,
+    scenario_runner,
     script_main,
     sidecar_config,
     sidecar_process,
-    sizes_of,
 )
 from tests.support.aws import DUMMY_AWS_ENV, asyncmcp_server, create_queue, moto_server
 from tests.support.processes import free_port
@@ -116,24 +116,20 @@ def summarize(report: Report, tally: Tally, down_at: float, back_at: float) -> N
     report.numbers["outage_s"] = round(back_at - down_at, 2)
     report.numbers["failed_calls_during_outage"] = len(tally.of("error", since=down_at, until=back_at))
     report.numbers["ok_calls_during_outage"] = len(tally.of("ok", since=down_at + 1, until=back_at))
-    first = tally.first_ok_after(back_at)
-    report.numbers["first_ok_after_endpoint_back_s"] = round(first - back_at, 3) if first else None
-    per_client = {name: tally.first_ok_after(back_at, name) for name in tally.clients()}
-    stuck = [name for name, at in per_client.items() if at is None]
-    report.check(not stuck, f"clients that never recovered: {stuck}")
-    last = max((at for at in per_client.values() if at is not None), default=None)
-    report.numbers["all_clients_ok_after_endpoint_back_s"] = round(last - back_at, 3) if last else None
-    report.numbers["failed_calls_after_all_recovered"] = len(tally.of("error", since=last or float("inf")))
+    recovery = tally.recovery(back_at)
+    report.numbers["first_ok_after_endpoint_back_s"] = recovery.first_ok_s
+    report.check(not recovery.stuck, f"clients that never recovered: {recovery.stuck}")
+    report.numbers["all_clients_ok_after_endpoint_back_s"] = recovery.all_ok_s
+    report.numbers["failed_calls_after_all_recovered"] = len(
+        tally.of("error", since=recovery.all_ok_at or float("inf"))
+    )
     report.numbers["sessions_opened"] = sum(
         1 for r in tally.records if r.what == "initialize" and r.result.kind == "ok"
     )
     tally.report_violations(report)
 
 
-async def run(options: Options, report: Report | None = None) -> Report:
-    report = report or Report(SCENARIO, sizes_of(options))
-    await scenario(options, report)
-    return report
+run = scenario_runner(SCENARIO, scenario)
 
 
 def main(argv: list[str] | None = None) -> int:

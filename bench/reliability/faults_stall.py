@@ -26,10 +26,10 @@ from bench.reliability._common import (
     new_http_client,
     proxy_target_http,
     python_env,
+    scenario_runner,
     script_main,
     sidecar_config,
     sidecar_process,
-    sizes_of,
 )
 from tests.support.processes import PYTHON, async_running_process, free_port
 
@@ -169,10 +169,7 @@ async def blackhole(
     await sidecar.check_alive_and_healthy(report)
 
 
-async def run(options: Options, report: Report | None = None) -> Report:
-    report = report or Report(SCENARIO, sizes_of(options))
-    await scenario(options, report)
-    return report
+run = scenario_runner(SCENARIO, scenario)
 
 
 def main(argv: list[str] | None = None) -> int:

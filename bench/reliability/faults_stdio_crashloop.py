@@ -29,10 +29,10 @@ from bench.reliability._common import (
     client_loop,
     log_dir_for,
     new_http_client,
+    scenario_runner,
     script_main,
     sidecar_config,
     sidecar_process,
-    sizes_of,
 )
 from tests.support.processes import PYTHON, REPO_ROOT
 
@@ -146,22 +146,18 @@ def summarize(
     report.check(restarts > 0, "the server never crashed: the scenario did not happen")
     crash_errors = tally.of("error", until=healthy_at)
     report.numbers["failed_calls_while_crashing"] = len(crash_errors)
-    first = tally.first_ok_after(healthy_at)
-    report.numbers["first_ok_after_healthy_s"] = round(first - healthy_at, 3) if first else None
-    per_client = {name: tally.first_ok_after(healthy_at, name) for name in tally.clients()}
-    stuck = [name for name, at in per_client.items() if at is None]
-    report.check(not stuck, f"clients that never recovered: {stuck}")
-    last = max((at for at in per_client.values() if at is not None), default=None)
-    report.numbers["all_clients_ok_after_healthy_s"] = round(last - healthy_at, 3) if last else None
-    report.numbers["failed_calls_after_recovery"] = len(tally.of("error", since=last or float("inf")))
+    recovery = tally.recovery(healthy_at)
+    report.numbers["first_ok_after_healthy_s"] = recovery.first_ok_s
+    report.check(not recovery.stuck, f"clients that never recovered: {recovery.stuck}")
+    report.numbers["all_clients_ok_after_healthy_s"] = recovery.all_ok_s
+    report.numbers["failed_calls_after_recovery"] = len(
+        tally.of("error", since=recovery.all_ok_at or float("inf"))
+    )
     report.numbers["elapsed_s"] = round(time.monotonic() - started, 1)
     tally.report_violations(report)
 
 
-async def run(options: Options, report: Report | None = None) -> Report:
-    report = report or Report(SCENARIO, sizes_of(options))
-    await scenario(options, report)
-    return report
+run = scenario_runner(SCENARIO, scenario)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -53,10 +53,10 @@ from bench.reliability._common import (
     log_dir_for,
     new_http_client,
     proxy_target_http,
+    scenario_runner,
     script_main,
     sidecar_config,
     sidecar_process,
-    sizes_of,
 )
 
 SCENARIO = "fuzz_http"
@@ -519,10 +519,7 @@ async def scenario(options: Options, report: Report) -> None:
         )
 
 
-async def run(options: Options, report: Report | None = None) -> Report:
-    report = report or Report(SCENARIO, sizes_of(options))
-    await scenario(options, report)
-    return report
+run = scenario_runner(SCENARIO, scenario)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -31,10 +31,10 @@ from bench.reliability._common import (
     log_dir_for,
     new_http_client,
     proxy_target_http,
+    scenario_runner,
     script_main,
     sidecar_config,
     sidecar_process,
-    sizes_of,
 )
 
 SCENARIO = "soak"
@@ -136,10 +136,7 @@ def summarize(
     tally.report_violations(report)
 
 
-async def run(options: Options, report: Report | None = None) -> Report:
-    report = report or Report(SCENARIO, sizes_of(options))
-    await scenario(options, report)
-    return report
+run = scenario_runner(SCENARIO, scenario)
 
 
 def deadline_of(options: Options) -> float:
