@@ -1,14 +1,17 @@
-"""What every benchmark here computes the same way: latency summaries, error text, fair rotation.
+"""What every benchmark here does alike: latency summaries, error text, fair rotation, the results files.
 
 Standard library only: the async benchmark also loads this next to asyncmcp in its own venv.
 """
 
 from __future__ import annotations
 
+import json
 import math
 import statistics
-from collections.abc import Sequence
+import sys
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import TypeVar
 
 T = TypeVar("T")
@@ -66,3 +69,13 @@ def rotated(items: Sequence[T], by: int) -> list[T]:
         return []
     shift = by % len(items)
     return [*items[shift:], *items[:shift]]
+
+
+def write_report(out: Path, name: str, report: Mapping[str, object]) -> None:
+    """`out/NAME.json` (every figure) and `out/NAME.md` (the tables, also printed)."""
+    out.mkdir(parents=True, exist_ok=True)
+    json_path, md_path = out / f"{name}.json", out / f"{name}.md"
+    json_path.write_text(json.dumps({k: v for k, v in report.items() if k != "markdown"}, indent=2) + "\n")
+    md_path.write_text(str(report["markdown"]))
+    print(report["markdown"])
+    print(f"wrote {json_path} and {md_path}", file=sys.stderr)

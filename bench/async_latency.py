@@ -61,7 +61,7 @@ from typing import Any, Final, Literal
 
 import anyio  # in both venvs
 from _interrupt import run_interruptibly
-from _measure import LatencySummary, error_text, rotated  # stdlib only: both venvs too
+from _measure import LatencySummary, error_text, rotated, write_report  # stdlib only: both venvs too
 
 REPO_ROOT: Final = Path(__file__).resolve().parents[1]
 if str(REPO_ROOT) not in sys.path:
@@ -1271,13 +1271,7 @@ def parse_args(argv: Sequence[str] | None) -> Options:
 def main(argv: Sequence[str] | None = None) -> None:
     options = parse_args(argv)
     report = run_interruptibly(run, options)
-    options.out.mkdir(parents=True, exist_ok=True)
-    json_path = options.out / "async_latency.json"
-    md_path = options.out / "async_latency.md"
-    json_path.write_text(json.dumps({k: v for k, v in report.items() if k != "markdown"}, indent=2) + "\n")
-    md_path.write_text(report["markdown"])
-    print(report["markdown"])
-    print(f"wrote {json_path} and {md_path}", file=sys.stderr)
+    write_report(options.out, "async_latency", report)
 
 
 if __name__ == "__main__":

@@ -44,7 +44,7 @@ if str(REPO_ROOT) not in sys.path:
 import anyio  # noqa: E402
 import httpx  # noqa: E402
 from _interrupt import run_interruptibly  # noqa: E402
-from _measure import LatencySummary, error_text  # noqa: E402
+from _measure import LatencySummary, error_text, write_report  # noqa: E402
 
 from tests.support.processes import (  # noqa: E402
     LOOPBACK,
@@ -442,12 +442,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     if sizes[0] < 1 or args.warmup < 1 or args.concurrency < 1:
         parser.error("--sizes, --warmup and --concurrency must be at least 1")
     report = run_interruptibly(run, sizes, args.warmup, args.concurrency)
-    args.out.mkdir(parents=True, exist_ok=True)
-    json_path, md_path = args.out / "idle_sessions.json", args.out / "idle_sessions.md"
-    json_path.write_text(json.dumps({k: v for k, v in report.items() if k != "markdown"}, indent=2) + "\n")
-    md_path.write_text(report["markdown"])
-    print(report["markdown"])
-    print(f"wrote {json_path} and {md_path}", file=sys.stderr)
+    write_report(args.out, "idle_sessions", report)
 
 
 if __name__ == "__main__":

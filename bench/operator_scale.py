@@ -67,6 +67,7 @@ if str(REPO_ROOT) not in sys.path:
 
 import httpx  # noqa: E402
 import yaml  # noqa: E402
+from _measure import write_report  # noqa: E402
 
 from mcplane_operator.builders import referenced_secrets  # noqa: E402
 from mcplane_operator.model import GROUP, KIND, PLURAL, VERSION, parse_spec  # noqa: E402
@@ -1265,12 +1266,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     except KeyboardInterrupt as exc:
         print(f"interrupted ({exc or 'SIGINT'}); started processes were stopped", file=sys.stderr)
         raise SystemExit(130) from None
-    options.out.mkdir(parents=True, exist_ok=True)
-    json_path, md_path = options.out / "operator_scale.json", options.out / "operator_scale.md"
-    json_path.write_text(json.dumps({k: v for k, v in report.items() if k != "markdown"}, indent=2) + "\n")
-    md_path.write_text(report["markdown"])
-    print(report["markdown"])
-    print(f"wrote {json_path} and {md_path}", file=sys.stderr)
+    write_report(options.out, "operator_scale", report)
     if report["error"]:
         raise SystemExit(1)
 

@@ -69,7 +69,7 @@ import anyio  # noqa: E402
 import httpx  # noqa: E402
 import uvicorn  # noqa: E402
 from _interrupt import run_interruptibly  # noqa: E402
-from _measure import LatencySummary, error_text, rotated  # noqa: E402
+from _measure import LatencySummary, error_text, rotated, write_report  # noqa: E402
 from mcp import Client  # noqa: E402
 from mcp_types.version import LATEST_MODERN_VERSION, MODERN_PROTOCOL_VERSIONS  # noqa: E402
 
@@ -1341,13 +1341,7 @@ def main(argv: Sequence[str] | None = None) -> None:
         peers=not args.no_peers,
     )
     report = run_interruptibly(run, options)
-    options.out.mkdir(parents=True, exist_ok=True)
-    json_path = options.out / "sidecar_latency.json"
-    md_path = options.out / "sidecar_latency.md"
-    json_path.write_text(json.dumps({k: v for k, v in report.items() if k != "markdown"}, indent=2) + "\n")
-    md_path.write_text(report["markdown"])
-    print(report["markdown"])
-    print(f"wrote {json_path} and {md_path}", file=sys.stderr)
+    write_report(options.out, "sidecar_latency", report)
 
 
 if __name__ == "__main__":
