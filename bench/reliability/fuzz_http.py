@@ -26,6 +26,7 @@ import random
 import sys
 import time
 from collections import Counter
+from collections.abc import Sequence
 from contextlib import AsyncExitStack
 from dataclasses import dataclass, field
 from functools import partial
@@ -297,6 +298,11 @@ class FuzzState:
     health_failures: list[str] = field(default_factory=list)
 
 
+def valid_field_values(headers: Sequence[tuple[str, str]]) -> bool:
+    """Whether every header value is a valid RFC 9110 field value (visible characters, space, tab)."""
+    return all(all(ch in "\t " or (" " < ch != "\x7f") for ch in value) for _, value in headers)
+
+
 class Fuzzer:
     def __init__(self, base_url: str, http: httpx.AsyncClient, state: FuzzState) -> None:
         self.base_url = base_url
@@ -360,6 +366,10 @@ class Fuzzer:
             self.state.refused_by_client += 1
             return
         except httpx.HTTPError as exc:
+            if not valid_field_values(headers):
+                # The parser refused it (see below) and closed while a long body was still being sent.
+                self.state.statuses["invalid HTTP, closed"] += 1
+                return
             self._violation(case, f"connection failed: {type(exc).__name__}: {exc}")
             return
         try:
@@ -368,6 +378,11 @@ class Fuzzer:
             await response.aclose()
         if response.status_code == 200 and response.headers.get("mcp-session-id"):
             await self.close_session(response.headers["mcp-session-id"])  # a fuzzed initialize worked
+        if response.status_code == 400 and not valid_field_values(headers):
+            # Not HTTP (RFC 9110 forbids control characters in field values): the HTTP parser refuses it
+            # before any MCP handling, with its own plain 400, as it does raw garbage.
+            self.state.statuses["400 invalid HTTP"] += 1
+            return
         self.state.statuses[str(response.status_code)] += 1
         self._judge(case, path=path, status=response.status_code, body=body, finished=finished)
 
@@ -411,13 +426,13 @@ class Fuzzer:
         try:
             with anyio.fail_after(ANSWER_TIMEOUT_S):
                 async with await anyio.connect_tcp(host, int(port)) as stream:
-                    await stream.send(case.raw)
-                    await stream.send_eof()  # the rest of the promised body never comes
                     try:
+                        await stream.send(case.raw)
+                        await stream.send_eof()  # the rest of the promised body never comes
                         while len(answer) < MAX_READ_BYTES:
                             answer += await stream.receive()
                     except (anyio.EndOfStream, anyio.BrokenResourceError, ConnectionError):
-                        pass
+                        pass  # the server may refuse garbage and close before it has read all of it
         except TimeoutError:
             self._violation(case, f"raw: the connection stayed open {ANSWER_TIMEOUT_S:g} s after EOF")
             return
