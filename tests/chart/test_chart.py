@@ -8,7 +8,6 @@ Needs the helm binary in .tools/bin/ (scripts/install-helm.sh puts it there; `ma
 from __future__ import annotations
 
 import json
-import os
 import re
 import subprocess
 import tomllib
@@ -22,28 +21,20 @@ import kubernetes_validate
 import pytest
 import yaml
 
-ROOT = Path(__file__).resolve().parents[2]
-CHART = ROOT / "charts" / "mcplane"
+from tests.support.chart import CHART, HELM, NAMESPACE, ci_values, helm_environment
+from tests.support.processes import REPO_ROOT
+
 CI_VALUES = sorted((CHART / "ci").glob("*-values.yaml"))
-CRD_SOURCE = ROOT / "manifests" / "crds" / "mcpproxies.mcplane.dev.yaml"
-INSTALL = ROOT / "manifests" / "install.yaml"
-HELM = ROOT / ".tools" / "bin" / "helm"
+CRD_SOURCE = REPO_ROOT / "manifests" / "crds" / "mcpproxies.mcplane.dev.yaml"
+INSTALL = REPO_ROOT / "manifests" / "install.yaml"
 # The oldest Kubernetes the chart supports (Chart.yaml kubeVersion) and a current one.
 K8S_VERSIONS = ["1.29.0", "1.33.0"]
-NAMESPACE = "mcplane-system"
 CUSTOM_GROUPS = {"kopf.dev", "mcplane.dev"}
 
 
 @pytest.fixture(scope="session")
-def helm_env(tmp_path_factory: pytest.TempPathFactory) -> dict[str, str]:
-    if not HELM.exists():
-        subprocess.run([str(ROOT / "scripts" / "install-helm.sh")], check=True, capture_output=True)
-    home = tmp_path_factory.mktemp("helm-home")
-    env = dict(os.environ)
-    for var in ("HELM_CACHE_HOME", "HELM_CONFIG_HOME", "HELM_DATA_HOME"):
-        env[var] = str(home / var.lower())
-    env["HELM"] = str(HELM)
-    return env
+def helm_env() -> dict[str, str]:
+    return {**helm_environment(), "HELM": str(HELM)}  # HELM: for scripts/render-install.sh
 
 
 def helm(env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
@@ -67,8 +58,7 @@ def find(objs: list[dict[str, Any]], kind: str, name: str | None = None) -> list
     return [o for o in objs if o["kind"] == kind and (name is None or o["metadata"]["name"] == name)]
 
 
-def ci(name: str) -> Path:
-    return CHART / "ci" / f"{name}-values.yaml"
+ci = ci_values
 
 
 def container(objs: list[dict[str, Any]]) -> dict[str, Any]:
@@ -136,7 +126,13 @@ def test_every_rendered_object_passes_kubernetes_validate_strict(
 
 def test_kubernetes_validate_cli_accepts_install_yaml() -> None:
     """The same check through the command line, over the checked-in install manifest."""
-    cli = [str(ROOT / ".venv" / "bin" / "kubernetes-validate"), "-k", K8S_VERSIONS[-1], "--strict", "--quiet"]
+    cli = [
+        str(REPO_ROOT / ".venv" / "bin" / "kubernetes-validate"),
+        "-k",
+        K8S_VERSIONS[-1],
+        "--strict",
+        "--quiet",
+    ]
     run = subprocess.run([*cli, str(INSTALL)], capture_output=True, text=True, check=False, timeout=60)
     assert run.returncode == 0, run.stdout + run.stderr
 
@@ -367,7 +363,7 @@ def test_rendered_crd_matches_manifests_crd(helm_env: dict[str, str]) -> None:
 
 def test_install_yaml_is_a_fresh_render(helm_env: dict[str, str]) -> None:
     run = subprocess.run(
-        [str(ROOT / "scripts" / "render-install.sh")],
+        [str(REPO_ROOT / "scripts" / "render-install.sh")],
         env=helm_env,
         capture_output=True,
         text=True,
@@ -383,8 +379,8 @@ def test_install_yaml_is_a_fresh_render(helm_env: dict[str, str]) -> None:
 
 @pytest.mark.parametrize("component", ["sidecar", "operator"])
 def test_dockerfile_entrypoint_is_a_console_script(component: str) -> None:
-    dockerfile = (ROOT / "docker" / f"{component}.Dockerfile").read_text()
-    scripts = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["scripts"]
+    dockerfile = (REPO_ROOT / "docker" / f"{component}.Dockerfile").read_text()
+    scripts = tomllib.loads((REPO_ROOT / "pyproject.toml").read_text())["project"]["scripts"]
     (entrypoint,) = re.findall(r"^ENTRYPOINT\s+\[\"([^\"]+)\"", dockerfile, re.MULTILINE)
     assert entrypoint == f"mcplane-{component}"
     assert entrypoint in scripts

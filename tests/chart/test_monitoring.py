@@ -31,13 +31,13 @@ from tests.chart.test_chart import (
     CI_VALUES,
     K8S_VERSIONS,
     NAMESPACE,
-    ROOT,
     ci,
     container,
     find,
     helm,
     render,
 )
+from tests.support.processes import REPO_ROOT
 
 helm_env = test_chart.helm_env  # the session fixture, shared with test_chart.py
 
@@ -47,7 +47,7 @@ PROMETHEUS_RULE_API = ("--api-versions", "monitoring.coreos.com/v1/PrometheusRul
 BOTH_APIS = (*SERVICE_MONITOR_API, *PROMETHEUS_RULE_API)
 ALERTS_TEST = Path(__file__).with_name("alerts-test.yaml")
 DASHBOARD_FILE = CHART / "files" / "dashboard.json"
-EXAMPLES = sorted((ROOT / "manifests" / "examples").glob("*.yaml"))
+EXAMPLES = sorted((REPO_ROOT / "manifests" / "examples").glob("*.yaml"))
 ALERTS = {
     "MCPlaneSidecarDown",
     "MCPlaneBackendNotReady",
@@ -261,7 +261,9 @@ def test_long_names_stay_dns_labels(helm_env: dict[str, str]) -> None:
 @pytest.fixture(scope="session")
 def promtool() -> str:
     if shutil.which("promtool") is None:
-        subprocess.run([str(ROOT / "scripts" / "install-prometheus.sh")], check=True, capture_output=True)
+        subprocess.run(
+            [str(REPO_ROOT / "scripts" / "install-prometheus.sh")], check=True, capture_output=True
+        )
     path = shutil.which("promtool")
     assert path, "promtool is missing: scripts/install-prometheus.sh installs it"
     return path

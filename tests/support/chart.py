@@ -50,6 +50,11 @@ def _helm_env() -> tuple[tuple[str, str], ...]:
     return tuple(sorted({**os.environ, **_helm_home()}.items()))
 
 
+def helm_environment() -> dict[str, str]:
+    """The environment Helm runs in here (installed first if missing): its homes in a temporary directory."""
+    return dict(_helm_env())
+
+
 @cache
 def _template(values: tuple[str, ...], api_versions: tuple[str, ...], namespace: str) -> str:
     argv = [str(HELM), "template", RELEASE, str(CHART), "-n", namespace, "--kube-version", KUBE_VERSION]

@@ -39,8 +39,7 @@ class WarmSpares:
         self._ready: deque[Process] = deque()
         self._wanted = anyio.Event()
         self._tg: TaskGroup | None = None
-        self.died_unused = 0  # spares that exited before any session took them
-        self._spare_died = False
+        self._spare_died = False  # since the last refill: the next one waits out a backoff
 
     @asynccontextmanager
     async def running(self) -> AsyncIterator[None]:
@@ -68,7 +67,6 @@ class WarmSpares:
                 self._delay = self._initial_delay  # a spare lived until it was needed: the server starts fine
                 self._wanted.set()
                 return process
-            self.died_unused += 1
             self._spare_died = True
             logger.warning("a spare backend process exited before use (code %s)", process.returncode)
             if self._tg is not None:
