@@ -524,3 +524,45 @@ async def test_backend_connections_are_reused_across_streamed_answers() -> None:
             assert final_response(response, 10 + n)["result"]["content"][0]["text"] == f"n{n}"
     assert counter.requests >= 32  # initialize, initialized, 30 calls (and the DELETE at the end)
     assert len(counter.peers) <= 3, f"{len(counter.peers)} connections for {counter.requests} requests"
+
+
+class CookieSetter:
+    """ASGI wrapper: every answer that names a session also sets a cookie naming it, as a sticky load
+    balancer in front of a backend does."""
+
+    def __init__(self, app: Any) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        async def send_with_cookie(message: Any) -> None:
+            if message["type"] == "http.response.start":
+                headers = list(message.get("headers", []))
+                session = dict(headers).get(b"mcp-session-id")
+                if session:
+                    headers.append((b"set-cookie", b"affinity=" + session + b"; Path=/"))
+                message = {**message, "headers": headers}
+            await send(message)
+
+        await self.app(scope, receive, send_with_cookie)
+
+
+async def test_a_cookie_the_backend_sets_for_one_session_never_reaches_another() -> None:
+    # One connection pool serves every client session, so a pool that kept cookies would hand one
+    # client's (an affinity or auth cookie) to the backend on another client's requests.
+    async with (
+        serve_asgi(CookieSetter(build_app())) as backend,
+        sidecar_in_front_of(f"{backend}/mcp") as proxied,
+        httpx.AsyncClient(timeout=DEADLINE) as http,
+    ):
+        first = await open_session(http, proxied.url)
+        second = await open_session(http, proxied.url)
+        assert first != second
+        for n, session_id in enumerate((first, second)):
+            reply = await http.post(
+                proxied.url, json=call(20 + n, "headers", {}), headers=session_headers(session_id)
+            )
+            seen = final_response(reply, 20 + n)["result"]["structuredContent"]
+            assert "cookie" not in seen, seen
+        body, headers = stateless_call("c-1", "headers", {})
+        stateless_reply = await http.post(proxied.url, json=body, headers=headers)
+        assert "cookie" not in final_response(stateless_reply, "c-1")["result"]["structuredContent"]

@@ -22,10 +22,13 @@ import pytest
 from anyio.abc import Process
 
 from mcplane_sidecar.backends.base import BackendLink, BackendMessage, LinkOptions
+from mcplane_sidecar.backends.factory import new_http_client
 from mcplane_sidecar.backends.sse import SseBackend
+from mcplane_sidecar.config import BackendConfig
 from mcplane_sidecar.errors import BACKEND_UNAVAILABLE, BackendProtocolError, BackendUnavailable
 from mcplane_sidecar.jsonrpc import Message
 from mcplane_sidecar.metrics import Metrics
+from tests.support.asgi import serve_asgi
 
 FIXTURE = Path(__file__).resolve().parents[1] / "fixtures" / "sse_server.py"
 # Generous for a loaded CI machine; a healthy run takes well under a second per wait.
@@ -397,3 +400,27 @@ async def test_an_error_in_the_callers_block_comes_out_unwrapped() -> None:
         with pytest.raises(BackendUnavailable, match="from the caller"):
             async with backend.open_link(LinkOptions()):
                 raise BackendUnavailable("from the caller")
+
+
+async def test_the_shared_client_keeps_no_cookie_between_sessions() -> None:
+    # Every legacy SSE session goes through one client; a cookie the server sets while serving one
+    # session (an affinity or auth cookie) must not be sent on another session's requests.
+    seen_cookies: list[str | None] = []
+
+    async def app(scope: Any, receive: Any, send: Any) -> None:
+        if scope["type"] != "http":
+            return
+        seen_cookies.append(dict(scope["headers"]).get(b"cookie", b"").decode() or None)
+        await send(
+            {
+                "type": "http.response.start",
+                "status": 200,
+                "headers": [(b"set-cookie", b"affinity=a; Path=/")],
+            }
+        )
+        await send({"type": "http.response.body", "body": b"ok"})
+
+    async with serve_asgi(app) as base, new_http_client(BackendConfig(kind="sse", url=base)) as client:
+        for _ in range(2):
+            assert (await client.get(f"{base}/sse")).status_code == 200
+    assert seen_cookies == [None, None]

@@ -5,15 +5,16 @@ from __future__ import annotations
 
 import logging
 from collections.abc import AsyncIterator
-from contextlib import AbstractAsyncContextManager, asynccontextmanager, nullcontext
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from typing import Any, Final
 
 import anyio
-import httpx2
 
 from mcplane_sidecar.backends.base import Backend, BackendLink, LinkOptions
 from mcplane_sidecar.backends.http import ACCEPT_BOTH, MCP_SESSION_ID, HttpBackend
+from mcplane_sidecar.backends.upstream import UPSTREAM_ERRORS, describe
 from mcplane_sidecar.errors import BackendUnavailable
+from mcplane_sidecar.jsonrpc import dumps
 
 logger = logging.getLogger(__name__)
 
@@ -29,28 +30,30 @@ PROBE_INITIALIZE: Final[dict[str, Any]] = {
 }
 
 
-async def detect_transport(url: str, http: httpx2.AsyncClient, headers: dict[str, str]) -> str:
+async def detect_transport(http: HttpBackend) -> str:
     """'http' or 'sse'; raises BackendUnavailable when nothing answers."""
+    headers = http.headers
     try:
-        response = await http.post(
-            url,
-            json=PROBE_INITIALIZE,
-            headers={**headers, "accept": ACCEPT_BOTH, "content-type": "application/json"},
+        response = await http.upstream.request(
+            "POST",
+            {**headers, "accept": ACCEPT_BOTH, "content-type": "application/json"},
+            dumps(PROBE_INITIALIZE).encode(),
         )
-    except httpx2.HTTPError as exc:
-        raise BackendUnavailable(f"backend {url} unreachable: {type(exc).__name__}") from None
-    if response.is_success:
+        response.close()
+    except UPSTREAM_ERRORS as exc:
+        raise BackendUnavailable(f"backend {http.url} unreachable: {describe(exc)}") from None
+    if 200 <= response.status < 300:
         session_id = response.headers.get(MCP_SESSION_ID)
         if session_id:
             # The probe opened a real session; do not leave it behind.
             try:
-                await http.delete(url, headers={**headers, MCP_SESSION_ID: session_id})
-            except httpx2.HTTPError:
+                (await http.upstream.request("DELETE", {**headers, MCP_SESSION_ID: session_id})).close()
+            except UPSTREAM_ERRORS:
                 logger.debug("probe session DELETE failed", exc_info=True)
         return "http"
-    if 400 <= response.status_code < 500:
+    if 400 <= response.status < 500:
         return "sse"
-    raise BackendUnavailable(f"backend {url} answered HTTP {response.status_code} to initialize")
+    raise BackendUnavailable(f"backend {http.url} answered HTTP {response.status} to initialize")
 
 
 class AutoBackend:
@@ -72,7 +75,7 @@ class AutoBackend:
     async def resolve(self) -> Backend:
         async with self._lock:
             if self._chosen is None:
-                kind = await detect_transport(self.url, self._http.http, self._http.headers)
+                kind = await detect_transport(self._http)
                 self._chosen = self._http if kind == "http" else self._sse
                 logger.info(
                     "backend %s speaks %s", self.url, "Streamable HTTP" if kind == "http" else "legacy SSE"
@@ -89,7 +92,7 @@ class AutoBackend:
             yield link
 
     def running(self) -> AbstractAsyncContextManager[None]:
-        return nullcontext()
+        return self._http.running()  # the probe goes over the HTTP backend's pool
 
     async def check_ready(self) -> str | None:
         try:

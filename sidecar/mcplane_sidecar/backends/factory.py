@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from http.cookiejar import CookieJar, DefaultCookiePolicy
+
 import httpx2
 
 from mcplane_sidecar.backends.auto import AutoBackend
@@ -24,11 +26,15 @@ def resolve_headers(config: BackendConfig) -> dict[str, str]:
 
 
 def new_http_client(config: BackendConfig) -> httpx2.AsyncClient:
-    # No read timeout: SSE streams idle legitimately; the proxy enforces request deadlines itself.
+    """For the legacy SSE backend; Streamable HTTP and webhooks have their own pool (backends/upstream.py).
+
+    No read timeout: SSE streams idle legitimately; the proxy enforces request deadlines itself."""
     return httpx2.AsyncClient(
         timeout=httpx2.Timeout(config.connect_timeout, read=None),
         limits=httpx2.Limits(max_connections=None, max_keepalive_connections=256),
         follow_redirects=False,
+        # One client serves every session: a cookie set for one must never reach another, so none is kept.
+        cookies=CookieJar(policy=DefaultCookiePolicy(allowed_domains=[])),
     )
 
 
@@ -58,7 +64,11 @@ def build_backend(
     if config.kind == "webhook":
         assert config.webhook is not None
         return WebhookBackend(
-            config.webhook, client_id=client_id, http=http, headers=headers, metrics=metrics
+            config.webhook,
+            client_id=client_id,
+            headers=headers,
+            metrics=metrics,
+            connect_timeout=config.connect_timeout,
         )
     if config.kind == "stdio":
         assert config.stdio is not None
@@ -73,8 +83,16 @@ def build_backend(
             metrics=metrics,
             kind=config.kind,
         )
-        return HttpBackend(config.url, headers=headers, http=http, metrics=metrics, callbacks=callbacks)
-    http_backend = HttpBackend(config.url, headers=headers, http=http, metrics=metrics)
+        return HttpBackend(
+            config.url,
+            headers=headers,
+            metrics=metrics,
+            connect_timeout=config.connect_timeout,
+            callbacks=callbacks,
+        )
+    http_backend = HttpBackend(
+        config.url, headers=headers, metrics=metrics, connect_timeout=config.connect_timeout
+    )
     if config.kind == "http":
         return http_backend
     sse_backend = SseBackend(

@@ -12,17 +12,19 @@ from __future__ import annotations
 import logging
 import math
 from collections.abc import AsyncGenerator, AsyncIterator, Mapping
-from contextlib import AbstractAsyncContextManager, AsyncExitStack, aclosing, asynccontextmanager, nullcontext
-from typing import Any, Final
+from contextlib import AbstractAsyncContextManager, AsyncExitStack, aclosing, asynccontextmanager
+from typing import Final
 
+import aiohttp
 import anyio
-import httpx2
 from anyio.abc import TaskGroup
 from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
 from starlette.routing import Route
 
 from mcplane_sidecar.backends.base import BackendMessage, LinkOptions
 from mcplane_sidecar.backends.callbacks import CallbackHost, with_webhook_url
+from mcplane_sidecar.backends.event_stream import ServerSentEvent, read_events
+from mcplane_sidecar.backends.upstream import UPSTREAM_ERRORS, Upstream, describe
 from mcplane_sidecar.errors import (
     BACKEND_SESSION_LOST,
     BACKEND_UNAVAILABLE,
@@ -82,22 +84,16 @@ DISCOVER_HEADERS: Final = {
 }
 
 
-async def _sse_events(response: httpx2.Response) -> AsyncGenerator[httpx2.ServerSentEvent]:
-    """The response's events, as a generator the caller can close once it stops reading."""
-    async for event in httpx2.EventSource(response, max_event_size=MAX_SSE_EVENT_BYTES):
-        yield event
+def _sse_events(response: aiohttp.ClientResponse) -> AsyncGenerator[ServerSentEvent]:
+    return read_events(response, max_event_size=MAX_SSE_EVENT_BYTES)
 
 
-def _transport_reason(exc: httpx2.HTTPError) -> str:
-    if isinstance(exc, httpx2.ConnectError):
-        return "connection refused or host unreachable"
-    if isinstance(exc, httpx2.TimeoutException):
-        return "timed out"
-    return type(exc).__name__
+def _content_type(response: aiohttp.ClientResponse) -> str:
+    return response.headers.get("content-type", "").split(";")[0].strip().lower()
 
 
 class HttpBackend:
-    """Remote Streamable HTTP server; `http` is shared by every link (one connection pool)."""
+    """Remote Streamable HTTP server; every link shares one connection pool, open while `running()`."""
 
     kind = "http"
 
@@ -106,34 +102,31 @@ class HttpBackend:
         url: str,
         *,
         headers: Mapping[str, str],
-        http: httpx2.AsyncClient,
         metrics: Metrics,
+        connect_timeout: float,
         callbacks: CallbackHost | None = None,
     ) -> None:
         self.url = url
         self.headers = dict(headers)
-        self.http = http
         self.metrics = metrics
         # asyncmcp's StreamableHTTP+Webhook: the answers to some tools come to this callback host instead.
         self.callbacks = callbacks
+        self.upstream = Upstream(url, connect_timeout=connect_timeout)
         self._modern: bool | None = None
 
     async def speaks_modern(self) -> bool:
         """Whether the backend serves 2026-07-28 requests itself (asked once with `server/discover`)."""
         if self._modern is None:
             try:
-                response = await self.http.post(
-                    self.url,
-                    content=dumps(DISCOVER_PROBE).encode(),
-                    headers={**self.headers, **DISCOVER_HEADERS},
-                )
-            except httpx2.HTTPError as exc:
-                raise BackendUnavailable(
-                    f"backend {self.url} unreachable: {_transport_reason(exc)}"
-                ) from None
-            if response.status_code >= 500:
-                raise BackendUnavailable(f"backend {self.url} answered HTTP {response.status_code}")
-            self._modern = response.status_code == 200 and MODERN_VERSION in response.text
+                async with await self.upstream.request(
+                    "POST", {**self.headers, **DISCOVER_HEADERS}, dumps(DISCOVER_PROBE).encode()
+                ) as response:
+                    status, text = response.status, (await response.read()).decode("utf-8", "replace")
+            except UPSTREAM_ERRORS as exc:
+                raise BackendUnavailable(f"backend {self.url} unreachable: {describe(exc)}") from None
+            if status >= 500:
+                raise BackendUnavailable(f"backend {self.url} answered HTTP {status}")
+            self._modern = status == 200 and MODERN_VERSION in text
             logger.info("backend %s %s 2026-07-28", self.url, "speaks" if self._modern else "does not speak")
         return self._modern
 
@@ -157,7 +150,7 @@ class HttpBackend:
                     send.close()
 
     def running(self) -> AbstractAsyncContextManager[None]:
-        return nullcontext()
+        return self.upstream.running()
 
     def routes(self) -> list[Route]:
         return self.callbacks.routes() if self.callbacks is not None else []
@@ -165,17 +158,13 @@ class HttpBackend:
     async def check_ready(self) -> str | None:
         # Any HTTP answer means the server is up; a session is not opened just to probe.
         try:
-            response = await self.http.get(self.url, headers={**self.headers, "accept": "text/event-stream"})
-            await response.aclose()
-        except httpx2.HTTPError as exc:
-            return f"backend {self.url} unreachable: {_transport_reason(exc)}"
-        if response.status_code >= 500:
-            return f"backend {self.url} answered HTTP {response.status_code}"
+            response = await self.upstream.request("GET", {**self.headers, "accept": "text/event-stream"})
+            response.close()
+        except UPSTREAM_ERRORS as exc:
+            return f"backend {self.url} unreachable: {describe(exc)}"
+        if response.status >= 500:
+            return f"backend {self.url} answered HTTP {response.status}"
         return None
-
-    def relay_stateless(self, body: bytes, headers: Mapping[str, str]) -> AbstractAsyncContextManager[Any]:
-        """POST one 2026-07-28 request upstream as is; the caller streams the response back."""
-        return self.http.stream("POST", self.url, content=body, headers={**self.headers, **headers})
 
     async def aclose(self) -> None:
         return None
@@ -243,13 +232,10 @@ class HttpLink:
             return
         try:
             with anyio.fail_after(5):
-                response = await self._backend.http.delete(self._backend.url, headers=self._headers())
-                await response.aclose()
-        except (httpx2.HTTPError, TimeoutError) as exc:
-            logger.info(
-                "backend DELETE failed: %s",
-                _transport_reason(exc) if isinstance(exc, httpx2.HTTPError) else "timed out",
-            )
+                response = await self._backend.upstream.request("DELETE", self._headers())
+                response.close()
+        except (*UPSTREAM_ERRORS, TimeoutError) as exc:
+            logger.info("backend DELETE failed: %s", describe(exc))
 
     # --- internals -------------------------------------------------------------------------------
 
@@ -277,26 +263,24 @@ class HttpLink:
         if rid is not None:
             self._deliver(error_response(rid, code, text), rid)
 
-    async def _post(self, message: Message) -> httpx2.Response:
-        request = self._backend.http.build_request(
+    async def _post(self, message: Message) -> aiohttp.ClientResponse:
+        return await self._backend.upstream.request(
             "POST",
-            self._backend.url,
-            content=dumps(message).encode(),
-            headers=self._headers({"accept": ACCEPT_BOTH, "content-type": "application/json"}),
+            self._headers({"accept": ACCEPT_BOTH, "content-type": "application/json"}),
+            dumps(message).encode(),
         )
-        return await self._backend.http.send(request, stream=True)
 
     async def _exchange(self, message: Message, *, may_reinitialize: bool = True) -> None:
         rid = request_id(message) if is_request(message) else None
         generation = self._generation
         try:
             response = await self._post(message)
-        except httpx2.HTTPError as exc:
-            self._fail(rid, BACKEND_UNAVAILABLE, f"backend unreachable: {_transport_reason(exc)}", "connect")
+        except UPSTREAM_ERRORS as exc:
+            self._fail(rid, BACKEND_UNAVAILABLE, f"backend unreachable: {describe(exc)}", "connect")
             return
         try:
             lost = (
-                response.status_code == 404
+                response.status == 404
                 and self._session_id is not None
                 and method_of(message) != "initialize"
                 and may_reinitialize
@@ -304,15 +288,15 @@ class HttpLink:
             if not lost:
                 await self._consume(response, message, rid)
                 return
-        except httpx2.HTTPError as exc:
-            self._fail(rid, BACKEND_UNAVAILABLE, f"backend stream broke: {_transport_reason(exc)}", "stream")
+        except UPSTREAM_ERRORS as exc:
+            self._fail(rid, BACKEND_UNAVAILABLE, f"backend stream broke: {describe(exc)}", "stream")
             return
         except Exception:  # the link's promise (every request settled) must hold even for our own bugs
             logger.exception("unexpected failure relaying to the backend")
             self._fail(rid, BACKEND_UNAVAILABLE, "proxy failed relaying to the backend", "internal")
             return
         finally:
-            await response.aclose()
+            response.close()  # a no-op once the body was read to its end: the connection is back in the pool
         try:
             await self._reinitialize(generation)
         except ProxyError as exc:
@@ -320,8 +304,10 @@ class HttpLink:
             return
         await self._exchange(message, may_reinitialize=False)
 
-    async def _consume(self, response: httpx2.Response, message: Message, rid: RequestId | None) -> None:
-        status = response.status_code
+    async def _consume(
+        self, response: aiohttp.ClientResponse, message: Message, rid: RequestId | None
+    ) -> None:
+        status = response.status
         if status >= 400:
             await self._relay_http_error(response, rid, message)
             return
@@ -329,11 +315,11 @@ class HttpLink:
             return  # notification or response accepted (202)
         if method_of(message) == "initialize":
             self._session_id = response.headers.get(MCP_SESSION_ID)
-        content_type = response.headers.get("content-type", "").split(";")[0].strip().lower()
+        content_type = _content_type(response)
         if content_type == "text/event-stream":
             await self._relay_event_stream(response, rid)
         elif content_type == "application/json":
-            body = await response.aread()
+            body = await response.read()
             try:
                 reply = parse_message(body)
             except MalformedMessage as exc:
@@ -352,29 +338,33 @@ class HttpLink:
             self._protocol_version = version if isinstance(version, str) else None
 
     async def _relay_http_error(
-        self, response: httpx2.Response, rid: RequestId | None, message: Message
+        self, response: aiohttp.ClientResponse, rid: RequestId | None, message: Message
     ) -> None:
-        body = await response.aread()
+        body = bytearray()
+        async for chunk in response.content.iter_any():
+            body += chunk
+            if len(body) >= MAX_ERROR_BODY:
+                break  # enough to show; the rest is not read
         reply: Message | None = None
         try:
-            reply = parse_message(body[:MAX_ERROR_BODY])
+            reply = parse_message(bytes(body[:MAX_ERROR_BODY]))
         except MalformedMessage:
             reply = None
         if rid is not None and reply is not None and "error" in reply:
             # The backend's own JSON-RPC error is the most useful answer; it must carry the request's id.
-            self._backend.metrics.backend_errors.labels(kind=f"http_{response.status_code}").inc()
+            self._backend.metrics.backend_errors.labels(kind=f"http_{response.status}").inc()
             self._deliver({**reply, "id": rid}, rid)
             return
         detail = body[:200].decode("utf-8", "replace").strip()
         self._fail(
             rid,
             BACKEND_UNAVAILABLE,
-            f"backend answered HTTP {response.status_code} to {method_of(message) or 'a response'}"
+            f"backend answered HTTP {response.status} to {method_of(message) or 'a response'}"
             + (f": {detail}" if detail else ""),
-            f"http_{response.status_code}",
+            f"http_{response.status}",
         )
 
-    async def _relay_event_stream(self, response: httpx2.Response, rid: RequestId) -> None:
+    async def _relay_event_stream(self, response: aiohttp.ClientResponse, rid: RequestId) -> None:
         last_event_id: str | None = None
         retry_delay = DEFAULT_RETRY_DELAY
         current = response
@@ -394,16 +384,16 @@ class HttpLink:
                     if is_response(msg) and msg.get("id") == rid:
                         await self._finish_stream(events)
                         if current is not response:
-                            await current.aclose()
+                            current.close()
                         return
             if current is not response:
-                await current.aclose()
+                current.close()
             if last_event_id is None or attempt == MAX_RESUMPTIONS:
                 break
             await anyio.sleep(retry_delay)  # the delay the server asked for before resuming
             current = await self._resume(last_event_id)
-            if current.status_code != 200:
-                await current.aclose()
+            if current.status != 200:
+                current.close()
                 break
         if self.webhook_url is not None:
             return  # the answer goes to the callback; the proxy's deadline covers one that never comes
@@ -416,7 +406,7 @@ class HttpLink:
             self._fail(None, 0, f"backend sent an invalid SSE message: {exc}", "protocol")
             return None
 
-    async def _finish_stream(self, events: AsyncIterator[httpx2.ServerSentEvent]) -> None:
+    async def _finish_stream(self, events: AsyncIterator[ServerSentEvent]) -> None:
         """Read a request's stream to its end after the answer, so its connection goes back to the pool.
 
         Closing a response mid-body closes the connection, and the next request then pays a TCP connect.
@@ -428,13 +418,10 @@ class HttpLink:
                 if event.data and (msg := self._parse_event(event.data)) is not None:
                     self._deliver(msg, None)
 
-    async def _resume(self, last_event_id: str) -> httpx2.Response:
-        request = self._backend.http.build_request(
-            "GET",
-            self._backend.url,
-            headers=self._headers({"accept": "text/event-stream", LAST_EVENT_ID: last_event_id}),
+    async def _resume(self, last_event_id: str) -> aiohttp.ClientResponse:
+        return await self._backend.upstream.request(
+            "GET", self._headers({"accept": "text/event-stream", LAST_EVENT_ID: last_event_id})
         )
-        return await self._backend.http.send(request, stream=True)
 
     async def _reinitialize(self, generation: int) -> None:
         async with self._reinit_lock:
@@ -449,32 +436,28 @@ class HttpLink:
                 "backend lost the session; re-initializing", extra={"session_id": self._options.session_label}
             )
             try:
-                response = await self._post(replay)
-                try:
-                    if response.status_code >= 400:
-                        raise SessionLost(f"backend refused re-initialization: HTTP {response.status_code}")
+                async with await self._post(replay) as response:
+                    if response.status >= 400:
+                        raise SessionLost(f"backend refused re-initialization: HTTP {response.status}")
                     self._session_id = response.headers.get(MCP_SESSION_ID)
                     reply = await self._first_reply(response)
-                finally:
-                    await response.aclose()
                 if reply is None or "result" not in reply:
                     raise SessionLost("backend did not accept the replayed initialize")
                 self._note_initialized(reply, replay)
                 note = await self._post({"jsonrpc": "2.0", "method": "notifications/initialized"})
-                await note.aclose()
-            except httpx2.HTTPError as exc:
-                raise SessionLost(f"backend re-initialization failed: {_transport_reason(exc)}") from None
+                note.close()
+            except UPSTREAM_ERRORS as exc:
+                raise SessionLost(f"backend re-initialization failed: {describe(exc)}") from None
             self._generation += 1
             self._backend.metrics.backend_restarts.labels(reason="session_lost").inc()
 
-    async def _first_reply(self, response: httpx2.Response) -> Message | None:
-        content_type = response.headers.get("content-type", "").split(";")[0].strip().lower()
-        if content_type == "application/json":
+    async def _first_reply(self, response: aiohttp.ClientResponse) -> Message | None:
+        if _content_type(response) == "application/json":
             try:
-                return parse_message(await response.aread())
+                return parse_message(await response.read())
             except MalformedMessage:
                 return None
-        async for event in httpx2.EventSource(response, max_event_size=MAX_SSE_EVENT_BYTES):
+        async for event in _sse_events(response):
             if event.data:
                 try:
                     msg = parse_message(event.data.encode())
@@ -493,27 +476,20 @@ class HttpLink:
                 if last_event_id:
                     extra[LAST_EVENT_ID] = last_event_id
                 try:
-                    request = self._backend.http.build_request(
-                        "GET", self._backend.url, headers=self._headers(extra)
-                    )
-                    response = await self._backend.http.send(request, stream=True)
-                    try:
-                        if response.status_code == 405:
+                    async with await self._backend.upstream.request("GET", self._headers(extra)) as response:
+                        if response.status == 405:
                             return  # the backend offers no GET stream; nothing unsolicited will come
-                        if response.status_code == 200:
+                        if response.status == 200:
                             delay = DEFAULT_RETRY_DELAY
-                            async for event in httpx2.EventSource(
-                                response, max_event_size=MAX_SSE_EVENT_BYTES
-                            ):
-                                if event.id:
-                                    last_event_id = event.id
-                                if event.data:
-                                    self._deliver_unsolicited(event.data)
-                    finally:
-                        await response.aclose()
-                except httpx2.HTTPError as exc:
+                            async with aclosing(_sse_events(response)) as events:
+                                async for event in events:
+                                    if event.id:
+                                        last_event_id = event.id
+                                    if event.data:
+                                        self._deliver_unsolicited(event.data)
+                except UPSTREAM_ERRORS as exc:
                     self._backend.metrics.backend_errors.labels(kind="listen").inc()
-                    logger.info("backend GET stream failed: %s", _transport_reason(exc))
+                    logger.info("backend GET stream failed: %s", describe(exc))
                 await anyio.sleep(delay)  # bounded backoff before reopening the stream
                 delay = min(delay * 2, MAX_RETRY_DELAY)
 

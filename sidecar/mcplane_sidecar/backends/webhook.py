@@ -10,15 +10,16 @@ from __future__ import annotations
 
 import logging
 from collections.abc import AsyncIterator
-from contextlib import AbstractAsyncContextManager, asynccontextmanager, nullcontext
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from typing import Final
 
-import httpx2
+import aiohttp
 from starlette.routing import Route
 
 from mcplane_sidecar.backends.async_link import AsyncLink, new_session_id
 from mcplane_sidecar.backends.base import LinkOptions
 from mcplane_sidecar.backends.callbacks import CallbackHost, with_webhook_url
+from mcplane_sidecar.backends.upstream import UPSTREAM_ERRORS, Upstream, describe
 from mcplane_sidecar.config import WebhookBackendConfig
 from mcplane_sidecar.errors import BackendUnavailable
 from mcplane_sidecar.jsonrpc import Message, dumps, is_request, method_of
@@ -40,14 +41,16 @@ class WebhookBackend:
         config: WebhookBackendConfig,
         *,
         client_id: str,
-        http: httpx2.AsyncClient,
         headers: dict[str, str],
         metrics: Metrics,
+        connect_timeout: float,
     ) -> None:
         assert config.server_url is not None
         self._server_url = config.server_url
         self._client_id = client_id
-        self._http = http
+        self._upstream = Upstream(config.server_url, connect_timeout=connect_timeout)
+        self._post_timeouts = aiohttp.ClientTimeout(total=POST_TIMEOUT, sock_connect=connect_timeout)
+        self._delete_timeouts = aiohttp.ClientTimeout(total=DELETE_TIMEOUT, sock_connect=connect_timeout)
         self._headers = dict(headers)
         self._metrics = metrics
         self._callbacks = CallbackHost(
@@ -59,7 +62,7 @@ class WebhookBackend:
         )
 
     def running(self) -> AbstractAsyncContextManager[None]:
-        return nullcontext()
+        return self._upstream.running()
 
     async def aclose(self) -> None:
         return None
@@ -87,11 +90,13 @@ class WebhookBackend:
     async def _terminate(self, link: AsyncLink) -> None:
         headers = {**self._base_headers(), "X-Session-ID": link.session_id}
         try:
-            response = await self._http.delete(self._server_url, headers=headers, timeout=DELETE_TIMEOUT)
-            if response.status_code not in (200, 404):
-                logger.info("webhook server answered HTTP %d to the session's DELETE", response.status_code)
-        except httpx2.HTTPError as exc:
-            logger.info("webhook session DELETE failed: %s", type(exc).__name__)
+            async with await self._upstream.request(
+                "DELETE", headers, socket_timeouts=self._delete_timeouts
+            ) as response:
+                if response.status not in (200, 404):
+                    logger.info("webhook server answered HTTP %d to the session's DELETE", response.status)
+        except UPSTREAM_ERRORS as exc:
+            logger.info("webhook session DELETE failed: %s", describe(exc))
 
     def _base_headers(self) -> dict[str, str]:
         return {
@@ -113,16 +118,17 @@ class WebhookBackend:
         if link.protocol_version is not None:
             headers["X-Protocol-Version"] = link.protocol_version
         try:
-            response = await self._http.post(
-                self._server_url, content=dumps(message).encode(), headers=headers, timeout=POST_TIMEOUT
-            )
-        except httpx2.HTTPError as exc:
+            async with await self._upstream.request(
+                "POST", headers, dumps(message).encode(), socket_timeouts=self._post_timeouts
+            ) as response:
+                status, body = response.status, await response.read()
+        except UPSTREAM_ERRORS as exc:
             self._metrics.backend_errors.labels(kind="webhook_send").inc()
-            raise BackendUnavailable(f"webhook server unreachable: {type(exc).__name__}") from None
-        if response.status_code >= 400:
-            self._metrics.backend_errors.labels(kind=f"webhook_http_{response.status_code}").inc()
-            detail = response.text[:200].strip()
-            raise BackendUnavailable(f"webhook server answered HTTP {response.status_code}: {detail}")
+            raise BackendUnavailable(f"webhook server unreachable: {describe(exc)}") from None
+        if status >= 400:
+            self._metrics.backend_errors.labels(kind=f"webhook_http_{status}").inc()
+            detail = body[:200].decode("utf-8", "replace").strip()
+            raise BackendUnavailable(f"webhook server answered HTTP {status}: {detail}")
         self._metrics.async_sent.labels(backend=self.kind, destination="server").inc()
         link.note_sent(message)
 
@@ -130,9 +136,10 @@ class WebhookBackend:
 
     async def check_ready(self) -> str | None:
         try:
-            response = await self._http.get(self._server_url, headers=self._base_headers())
-        except httpx2.HTTPError as exc:
-            return f"webhook server {self._server_url} unreachable: {type(exc).__name__}"
-        if response.status_code >= 500:
-            return f"webhook server {self._server_url} answered HTTP {response.status_code}"
+            async with await self._upstream.request("GET", self._base_headers()) as response:
+                status = response.status
+        except UPSTREAM_ERRORS as exc:
+            return f"webhook server {self._server_url} unreachable: {describe(exc)}"
+        if status >= 500:
+            return f"webhook server {self._server_url} answered HTTP {status}"
         return None

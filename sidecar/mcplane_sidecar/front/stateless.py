@@ -14,8 +14,8 @@ from collections.abc import AsyncIterator, Mapping
 from contextlib import asynccontextmanager
 from typing import Final, Protocol
 
+import aiohttp
 import anyio
-import httpx2
 from mcp.shared.inbound import (
     ERROR_CODE_HTTP_STATUS,
     InboundLadderRejection,
@@ -31,6 +31,7 @@ from mcplane_sidecar.backends.auto import AutoBackend
 from mcplane_sidecar.backends.base import Backend, LinkOptions
 from mcplane_sidecar.backends.http import HttpBackend
 from mcplane_sidecar.backends.stdio import StdioBackend
+from mcplane_sidecar.backends.upstream import UPSTREAM_ERRORS, describe
 from mcplane_sidecar.core.bridge import HandshakeBridge
 from mcplane_sidecar.core.registry import SessionRegistry
 from mcplane_sidecar.core.stateless_pool import StatelessPool
@@ -245,66 +246,64 @@ class StatelessRelay:
         self.registry.acquire_inflight()
         started = time.monotonic()
         method = method_of(message) or ""
-        upstream_request = backend.http.build_request(
-            "POST",
-            backend.url,
-            content=body,
-            headers={**backend.headers, **headers},
-            timeout=httpx2.Timeout(backend.http.timeout.connect, read=self.request_timeout),
+        socket_timeouts = aiohttp.ClientTimeout(
+            total=None, sock_connect=backend.upstream.connect_timeout, sock_read=self.request_timeout
         )
-        upstream: httpx2.Response | None = None
+        upstream: aiohttp.ClientResponse | None = None
         whole_body: bytes | None = None
         try:
             async with cancelled_on_disconnect(request):
-                upstream = await backend.http.send(upstream_request, stream=True)
+                upstream = await backend.upstream.request(
+                    "POST", {**backend.headers, **headers}, body, socket_timeouts=socket_timeouts
+                )
                 if not _is_event_stream(upstream):
                     # One JSON answer (the common case): read it here and skip the streaming machinery.
-                    whole_body = await upstream.aread()
-        except httpx2.HTTPError as exc:
+                    whole_body = await upstream.read()
+        except UPSTREAM_ERRORS as exc:
             if upstream is not None:
-                await upstream.aclose()
+                upstream.close()
             self.registry.release_inflight()
             return self._upstream_failed(exc, rid, method, connected=upstream is not None)
         if upstream is None or (whole_body is None and not _is_event_stream(upstream)):
             # The client left before the backend answered; abandoning the upstream call cancelled it.
             if upstream is not None:
-                await upstream.aclose()
+                upstream.close()
             self.registry.release_inflight()
             self.metrics.requests.labels(method=method, outcome="cancelled").inc()
             return Response(status_code=499)
         response_headers = {k: upstream.headers[k] for k in RESPONSE_HEADERS if k in upstream.headers}
         if whole_body is not None:
             self.registry.release_inflight()
-            outcome = "ok" if upstream.status_code < 400 else f"http_{upstream.status_code}"
+            outcome = "ok" if upstream.status < 400 else f"http_{upstream.status}"
             self.metrics.requests.labels(method=method, outcome=outcome).inc()
             self.metrics.request_duration.labels(method=method).observe(time.monotonic() - started)
-            return Response(whole_body, status_code=upstream.status_code, headers=response_headers)
+            return Response(whole_body, status_code=upstream.status, headers=response_headers)
 
         async def relay() -> AsyncIterator[bytes]:
-            outcome = "ok" if upstream.status_code < 400 else f"http_{upstream.status_code}"
+            outcome = "ok" if upstream.status < 400 else f"http_{upstream.status}"
             try:
-                async for chunk in upstream.aiter_raw():
+                async for chunk in upstream.content.iter_any():
                     yield chunk
-            except httpx2.HTTPError as exc:
+            except aiohttp.ClientError as exc:
                 outcome = "backend_error"
                 self.metrics.backend_errors.labels(kind="stream").inc()
-                logger.warning("stateless relay: backend stream broke: %s", type(exc).__name__)
+                logger.warning("stateless relay: backend stream broke: %s", describe(exc))
                 yield cut_off_event(rid)  # the client still learns its request failed
             finally:
                 # Reached also when the client goes away: closing upstream is the cancellation.
-                await upstream.aclose()
+                upstream.close()
                 self.registry.release_inflight()
                 self.metrics.requests.labels(method=method, outcome=outcome).inc()
                 self.metrics.request_duration.labels(method=method).observe(time.monotonic() - started)
 
         response_headers.update(STREAM_HEADERS)
-        return StreamingResponse(relay(), status_code=upstream.status_code, headers=response_headers)
+        return StreamingResponse(relay(), status_code=upstream.status, headers=response_headers)
 
     def _upstream_failed(
-        self, exc: httpx2.HTTPError, rid: RequestId | None, method: str, *, connected: bool
+        self, exc: Exception, rid: RequestId | None, method: str, *, connected: bool
     ) -> Response:
         """The answer to a relayed request the backend failed: 504 past the deadline, else 503."""
-        if isinstance(exc, httpx2.TimeoutException):
+        if isinstance(exc, TimeoutError):
             self.metrics.backend_errors.labels(kind="timeout").inc()
             self.metrics.requests.labels(method=method, outcome="timeout").inc()
             logger.warning("stateless relay: backend did not answer within %g s", self.request_timeout)
@@ -312,11 +311,11 @@ class StatelessRelay:
                 504, rid, BACKEND_TIMEOUT, f"backend did not answer within {self.request_timeout:g} s"
             )
         self.metrics.backend_errors.labels(kind="stream" if connected else "connect").inc()
-        logger.warning("stateless relay: backend unreachable: %s", type(exc).__name__)
+        logger.warning("stateless relay: backend unreachable: %s", describe(exc))
         return jsonrpc_error(
             503, rid, BACKEND_UNAVAILABLE, "backend unreachable", headers={"retry-after": "1"}
         )
 
 
-def _is_event_stream(response: httpx2.Response) -> bool:
+def _is_event_stream(response: aiohttp.ClientResponse) -> bool:
     return response.headers.get("content-type", "").split(";")[0].strip().lower() == "text/event-stream"
