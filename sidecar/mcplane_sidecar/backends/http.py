@@ -234,7 +234,7 @@ class HttpLink:
             with anyio.fail_after(5):
                 response = await self._backend.upstream.request("DELETE", self._headers())
                 response.close()
-        except (*UPSTREAM_ERRORS, TimeoutError) as exc:
+        except UPSTREAM_ERRORS as exc:  # a TimeoutError also when fail_after expires
             logger.info("backend DELETE failed: %s", describe(exc))
 
     # --- internals -------------------------------------------------------------------------------

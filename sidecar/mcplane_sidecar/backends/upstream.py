@@ -19,8 +19,9 @@ from yarl import URL
 
 from mcplane_sidecar.backends.event_stream import EventStreamError
 
-# What a failed exchange with the backend can raise, besides cancellation.
-UPSTREAM_ERRORS: Final = (aiohttp.ClientError, EventStreamError)
+# What a failed exchange with the backend can raise, besides cancellation. A request's `total` timeout
+# expires as a plain TimeoutError, not as one of aiohttp's own errors.
+UPSTREAM_ERRORS: Final = (aiohttp.ClientError, EventStreamError, TimeoutError)
 
 
 @dataclass(frozen=True)
