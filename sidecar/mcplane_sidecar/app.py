@@ -21,6 +21,7 @@ from starlette.routing import Route
 from mcplane_sidecar.backends.factory import build_backend, new_http_client
 from mcplane_sidecar.config import ConfigError, SidecarConfig
 from mcplane_sidecar.core.registry import SessionRegistry
+from mcplane_sidecar.front.direct_route import DirectRoutes
 from mcplane_sidecar.front.field_values import TrimmedFieldValues
 from mcplane_sidecar.front.inbound import Admission
 from mcplane_sidecar.front.legacy_sse import LegacySseEndpoints
@@ -35,6 +36,7 @@ logger = logging.getLogger(__name__)
 READY_CHECK_TIMEOUT: Final = 5.0
 NOT_CHECKED: Final = "not checked yet"
 MCP_METHODS: Final = ["GET", "POST", "DELETE"]
+HTTP_METHODS: Final = ["GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"]
 # Headers browsers may read and send cross-origin; MCP's own are not CORS-safelisted.
 CORS_EXPOSED: Final = ["mcp-session-id", "mcp-protocol-version"]
 CORS_ALLOWED: Final = ["*"]
@@ -124,10 +126,10 @@ def create_app(config: SidecarConfig, *, metrics: Metrics | None = None) -> Fast
         message_path=config.server.message_path,
         max_body_bytes=sessions.max_body_bytes,
     )
-    # A plain Starlette route: the hot path skips FastAPI's per-request dependency solving.
-    app.router.routes.append(Route(config.server.path, mcp.__call__, methods=MCP_METHODS))
-    for route in getattr(sidecar.backend, "routes", list)():
-        app.router.routes.append(route)  # e.g. the webhook backend's callback endpoint
+    # Every method reaches the MCP endpoint, which answers those it does not serve with a JSON-RPC 405.
+    hot_routes = [Route(config.server.path, mcp.__call__, methods=HTTP_METHODS)]
+    hot_routes += getattr(sidecar.backend, "routes", list)()  # e.g. the webhook backend's callbacks
+    app.router.routes.extend(hot_routes)  # served by DirectRoutes below; the router keeps them for the rest
     app.add_api_route(config.server.sse_path, legacy.stream, methods=["GET"], include_in_schema=False)
     app.add_api_route(config.server.message_path, legacy.post, methods=["POST"], include_in_schema=False)
 
@@ -166,6 +168,8 @@ def create_app(config: SidecarConfig, *, metrics: Metrics | None = None) -> Fast
     async def metrics_endpoint(_: Request) -> Response:
         return Response(generate_latest(sidecar.metrics.registry), media_type=CONTENT_TYPE_LATEST)
 
+    # Added first, so innermost of the middleware: CORS and header trimming still apply to the hot routes.
+    app.add_middleware(DirectRoutes, routes=hot_routes)
     if config.security.cors_origins:
         app.add_middleware(
             CORSMiddleware,

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import gc
 import logging
 import signal
+import socket
 import time
 from types import FrameType
 
@@ -30,6 +32,10 @@ class DrainingServer(uvicorn.Server):
         self.drain_timeout = drain_timeout
         self._drain_started: float | None = None
 
+    async def startup(self, sockets: list[socket.socket] | None = None) -> None:
+        await super().startup(sockets)
+        freeze_startup_objects()
+
     def handle_exit(self, sig: int, frame: FrameType | None) -> None:
         if self._drain_started is not None or sig == signal.SIGINT:
             super().handle_exit(sig, frame)
@@ -55,6 +61,16 @@ class DrainingServer(uvicorn.Server):
         return await super().on_tick(counter)
 
 
+def freeze_startup_objects() -> None:
+    """Keep what start-up built (modules, config, pools: over 100,000 objects) out of the garbage collector.
+
+    CPython's full collections walk every tracked object; under load they ran every few seconds, took tens of
+    milliseconds each and were several percent of the sidecar's CPU (py-spy --native). Objects that live for
+    the whole process gain nothing from being walked. Collect first so no garbage is frozen with them."""
+    gc.collect()
+    gc.freeze()
+
+
 def run_http(config: SidecarConfig) -> None:
     app = create_app(config)
     sidecar: Sidecar = app.state.sidecar
@@ -75,6 +91,7 @@ def run_stdio(config: SidecarConfig) -> None:
 
     async def main() -> None:
         async with sidecar.running():
+            freeze_startup_objects()
             await serve_stdio(sidecar.backend)
 
     anyio.run(main)

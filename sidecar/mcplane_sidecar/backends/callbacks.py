@@ -25,6 +25,8 @@ logger = logging.getLogger(__name__)
 
 CALLBACK_TOKEN_BYTES: Final = 32
 MAX_CALLBACK_BYTES: Final = 16 * 1024 * 1024
+# What asyncmcp's own webhook receiver answers; one per reply, so encoded once.
+ACCEPTED_BODY: Final = b'{"status":"success"}'
 
 
 @dataclass
@@ -86,7 +88,7 @@ class CallbackHost:
             return JSONResponse({"status": "error", "error": str(exc)}, status_code=400)
         self._metrics.async_received.labels(backend=self._kind, source="callback").inc()
         registration.deliver(message)
-        return JSONResponse({"status": "success"})
+        return Response(ACCEPTED_BODY, media_type="application/json")
 
 
 def with_webhook_url(message: Message, url: str) -> Message:

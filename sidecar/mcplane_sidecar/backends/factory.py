@@ -10,7 +10,6 @@ from mcplane_sidecar.backends.auto import AutoBackend
 from mcplane_sidecar.backends.base import Backend
 from mcplane_sidecar.backends.callbacks import CallbackHost
 from mcplane_sidecar.backends.http import HttpBackend
-from mcplane_sidecar.backends.queues import QueueBackend, QueueSettings, SnsSqsBackend
 from mcplane_sidecar.backends.sse import SseBackend
 from mcplane_sidecar.backends.stdio import StdioBackend
 from mcplane_sidecar.backends.webhook import WebhookBackend
@@ -50,6 +49,13 @@ def build_backend(
     headers = resolve_headers(config)
     client_id = config.client_id or instance
     if config.kind in ("sqs", "sns-sqs"):
+        # Imported here: boto3 and botocore cost 0.3 s of start-up and 10 MiB that no other kind needs.
+        from mcplane_sidecar.backends.queues import (  # noqa: PLC0415
+            QueueBackend,
+            QueueSettings,
+            SnsSqsBackend,
+        )
+
         settings = QueueSettings(
             aws=config.aws,
             sqs=config.sqs or SqsBackendConfig(),  # sns-sqs needs only the reply-queue settings

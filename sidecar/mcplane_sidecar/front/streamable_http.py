@@ -84,7 +84,13 @@ class StreamableHttpEndpoint:
                 return self._delete(request, client)
         except ProxyError as exc:
             return proxy_error_response(exc, None)
-        return Response(status_code=405, headers={"allow": "GET, POST, DELETE"})
+        return jsonrpc_error(
+            405,
+            None,
+            INVALID_REQUEST,
+            "Method Not Allowed: use POST, GET or DELETE",
+            headers={"allow": "GET, POST, DELETE"},
+        )
 
     # --- POST ----------------------------------------------------------------------------------
 
