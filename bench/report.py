@@ -287,6 +287,32 @@ def plot_idle(idle: dict[str, Any], image_dir: Path) -> str:
 # --- sections -----------------------------------------------------------------------------------------------
 
 
+def contention_table(sidecar: dict[str, Any], labels: dict[str, str], levels: list[int]) -> list[str]:
+    """CPU per call of the client, the backend and the proxy at the throughput target's concurrency."""
+    contention_level = TP_TARGET_SESSIONS if TP_TARGET_SESSIONS in levels else max(levels)
+    lines = [
+        "",
+        f"CPU per call of every process at {contention_level} sessions, each over the same target's slices "
+        "(ms). The client is `bench/sidecar_latency.py` itself; the backend is the shared proxy_target "
+        "process (HTTP targets only). Client and backend share the machine's cores with the proxy, so a "
+        "proxy also costs them CPU: compare their figures with direct's.",
+        "",
+        "| era | target | client | backend | proxy | all three |",
+        "|---|---|---|---|---|---|",
+    ]
+    for leg in sorted_legs(sidecar):
+        at_level = levels_of(leg).get(contention_level) if leg["status"] == "ok" else None
+        if not at_level or at_level.get("client_cpu_ms_per_call") is None:
+            continue
+        client, backend = at_level["client_cpu_ms_per_call"], at_level.get("backend_cpu_ms_per_call")
+        proxy = None if leg["target"] == "direct" else at_level.get("proxy_cpu_ms_per_call")
+        complete = backend is not None and (proxy is not None or leg["target"] == "direct")
+        total = client + (backend or 0.0) + (proxy or 0.0) if complete else None
+        cells = " | ".join(num(value, 3) for value in (client, backend, proxy, total))
+        lines.append(f"| {leg['era']} | {labels[leg['target']]} | {cells} |")
+    return lines
+
+
 def sidecar_section(sidecar: dict[str, Any], images: list[str]) -> list[str]:
     labels: dict[str, str] = sidecar["targets"]
     params, env = sidecar["parameters"], sidecar["environment"]
@@ -384,6 +410,7 @@ def sidecar_section(sidecar: dict[str, Any], images: list[str]) -> list[str]:
         by_level = levels_of(leg)
         cells = [num((by_level.get(n) or {}).get("proxy_cpu_ms_per_call"), 3) for n in levels]
         lines.append(f"| {leg['era']} | {labels[leg['target']]} | " + " | ".join(cells) + " |")
+    lines += contention_table(sidecar, labels, levels)
     lines += ["", "| process | CPU s, whole run | peak RSS MiB |", "|---|---|---|"]
     for key, usage in (sidecar.get("process_usage") or {}).items():
         if usage:

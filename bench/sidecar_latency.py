@@ -264,6 +264,10 @@ class ThroughputResult:
     # The proxy process's CPU time from the first loaded slice to the last, over this target's calls.
     proxy_cpu_s: float | None = None
     proxy_cpu_ms_per_call: float | None = None
+    # The same for the benchmark client (this process) and, HTTP backend only, proxy_target, taken around
+    # this target's own slices: on a shared machine a proxy also costs its neighbours CPU (contention).
+    client_cpu_ms_per_call: float | None = None
+    backend_cpu_ms_per_call: float | None = None
     ratio_calls_per_s: float | None = None  # to direct, same era and concurrency
     ratio_median: float | None = None
     ratio_p95: float | None = None
@@ -623,11 +627,18 @@ class LoadRun:
 
 
 async def measure_throughput(
-    legs: Sequence[Leg], targets: dict[str, Target], reader: CounterReader, sessions: int, duration: float
+    legs: Sequence[Leg],
+    targets: dict[str, Target],
+    reader: CounterReader,
+    sessions: int,
+    duration: float,
+    *,
+    backend_pid: int | None,
 ) -> None:
     """Open `sessions` clients per target (one target after the other), then load them in rotating slices.
 
     Counters are read before the first session opens and after the last one closed, for the session check.
+    `backend_pid`: the HTTP backend (proxy_target); its CPU is counted per slice for the targets it serves.
     """
     rounds = max(1, round(duration / SLICE_S))
     runs = {leg.target: LoadRun(targets[leg.target].url, leg.mode, sessions) for leg in legs}
@@ -641,9 +652,16 @@ async def measure_throughput(
                     tg.start_soon(run.worker)
                 await run.all_ready.wait()
             cpu_before = {leg.target: proc_usage(targets[leg.target].pid) for leg in legs}
+            client_cpu = dict.fromkeys(runs, 0.0)
+            backend_cpu = dict.fromkeys(runs, 0.0)
             for round_no in range(rounds):
                 for leg in rotated(legs, round_no):
+                    client_before, backend_before = time.process_time(), proc_usage(backend_pid)
                     await runs[leg.target].run_slice(duration / rounds)
+                    client_cpu[leg.target] += time.process_time() - client_before
+                    backend_after = proc_usage(backend_pid)
+                    if backend_before is not None and backend_after is not None:
+                        backend_cpu[leg.target] += backend_after.cpu_s - backend_before.cpu_s
             cpu_after = {leg.target: proc_usage(targets[leg.target].pid) for leg in legs}
             for run in runs.values():
                 run.close()
@@ -655,6 +673,10 @@ async def measure_throughput(
             result.proxy_cpu_s = round(used_after.cpu_s - used_before.cpu_s, 2)
             if result.calls:
                 result.proxy_cpu_ms_per_call = round(1000 * result.proxy_cpu_s / result.calls, 3)
+        if result.calls:
+            result.client_cpu_ms_per_call = round(1000 * client_cpu[leg.target] / result.calls, 3)
+            if target.backend == "http":
+                result.backend_cpu_ms_per_call = round(1000 * backend_cpu[leg.target] / result.calls, 3)
         leg.throughput.append(result)
         after = await settled(reader, target, before[leg.target], pool_allowance(target, leg.era))
         leg.session_checks.append(session_check(target, leg.era, before[leg.target], after, result))
@@ -1237,7 +1259,15 @@ async def run(options: Options) -> dict[str, Any]:
                     "sequential", partial(measure_sequential, ok, urls, options.calls, options.warmup)
                 )
                 for level in options.sessions:
-                    throughput = partial(measure_throughput, ok, by_key, reader, level, options.duration)
+                    throughput = partial(
+                        measure_throughput,
+                        ok,
+                        by_key,
+                        reader,
+                        level,
+                        options.duration,
+                        backend_pid=pids["backend-http"],
+                    )
                     try:
                         await timed(f"throughput, {level} sessions", throughput)
                     except Exception as exc:

@@ -35,7 +35,7 @@ logger = logging.getLogger(__name__)
 # SQS and SNS both cap a message (body plus attributes) at 256 KiB.
 MAX_MESSAGE_BYTES: Final = 262_144
 RECEIVE_BACKOFF_INITIAL: Final = 0.2
-RECEIVE_BACKOFF_MAX: Final = 5.0
+RECEIVE_BACKOFF_MAX: Final = 2.0
 # Seconds an AWS call may take before the endpoint is reported unreachable (long polls add their wait).
 CALL_TIMEOUT: Final = 10
 SHUTDOWN_CLEANUP_TIMEOUT: Final = 5.0
@@ -243,9 +243,11 @@ class QueueBackend:
             except (BotoCoreError, ClientError) as exc:
                 if _queue_missing(exc) and self._created_queue:
                     # Our own queue vanished (the endpoint was reset): make it again, same name, same URL.
+                    # The endpoint just answered, so soon: the server may already be sending replies.
                     logger.warning("reply queue %s is gone; creating it again", self._reply_queue_url)
                     queue_url = self._reply_queue_url = None
                     self._reply_channel_lost()
+                    backoff = RECEIVE_BACKOFF_INITIAL
                 reason = f"{self.kind} reply queue unreachable: {_describe(exc)}"
                 if reason != self._reader_reason:
                     logger.warning(reason)
