@@ -2,10 +2,10 @@
 
 Every relayed message is one request to the MCP path, and every webhook reply one request to a callback
 path. On those, FastAPI's exception middleware, its exit-stack middleware, the router and Starlette's
-per-route exception wrapper did nothing for us yet cost about a tenth of the sidecar's CPU (py-spy: the
-2026-07-28 relay at 20 sessions, the webhook backend's callbacks). This middleware sits inside the CORS and
-header-trimming middleware and outside all of that; an error escaping an endpoint still reaches the app's
-handler, which lives in the outermost ServerErrorMiddleware.
+per-route exception wrapper do nothing for us; skipping them saves about 7 of 29-32 us per request
+(in-process, docs/performance.md). This middleware sits inside the CORS and header-trimming middleware and
+outside all of that; an error escaping an endpoint still reaches the app's handler, in the outermost
+ServerErrorMiddleware.
 """
 
 from __future__ import annotations
