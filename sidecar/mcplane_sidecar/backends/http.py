@@ -88,10 +88,6 @@ def _sse_events(response: aiohttp.ClientResponse) -> AsyncGenerator[ServerSentEv
     return read_events(response, max_event_size=MAX_SSE_EVENT_BYTES)
 
 
-def _content_type(response: aiohttp.ClientResponse) -> str:
-    return response.headers.get("content-type", "").split(";")[0].strip().lower()
-
-
 class HttpBackend:
     """Remote Streamable HTTP server; every link shares one connection pool, open while `running()`."""
 
@@ -315,7 +311,7 @@ class HttpLink:
             return  # notification or response accepted (202)
         if method_of(message) == "initialize":
             self._session_id = response.headers.get(MCP_SESSION_ID)
-        content_type = _content_type(response)
+        content_type = response.content_type
         if content_type == "text/event-stream":
             await self._relay_event_stream(response, rid)
         elif content_type == "application/json":
@@ -452,7 +448,7 @@ class HttpLink:
             self._backend.metrics.backend_restarts.labels(reason="session_lost").inc()
 
     async def _first_reply(self, response: aiohttp.ClientResponse) -> Message | None:
-        if _content_type(response) == "application/json":
+        if response.content_type == "application/json":
             try:
                 return parse_message(await response.read())
             except MalformedMessage:

@@ -92,6 +92,7 @@ def cut_off_event(rid: RequestId | None) -> bytes:
 # Hop-by-hop and session headers are ours; every other `mcp-*` header belongs to the request.
 NOT_FORWARDED: Final = frozenset({"mcp-session-id"})
 RESPONSE_HEADERS: Final = ("content-type",)
+EVENT_STREAM: Final = "text/event-stream"
 
 
 class StatelessRelay:
@@ -256,7 +257,7 @@ class StatelessRelay:
                 upstream = await backend.upstream.request(
                     "POST", {**backend.headers, **headers}, body, socket_timeouts=socket_timeouts
                 )
-                if not _is_event_stream(upstream):
+                if upstream.content_type != EVENT_STREAM:
                     # One JSON answer (the common case): read it here and skip the streaming machinery.
                     whole_body = await upstream.read()
         except UPSTREAM_ERRORS as exc:
@@ -264,7 +265,7 @@ class StatelessRelay:
                 upstream.close()
             self.registry.release_inflight()
             return self._upstream_failed(exc, rid, method, connected=upstream is not None)
-        if upstream is None or (whole_body is None and not _is_event_stream(upstream)):
+        if upstream is None or (whole_body is None and upstream.content_type != EVENT_STREAM):
             # The client left before the backend answered; abandoning the upstream call cancelled it.
             if upstream is not None:
                 upstream.close()
@@ -315,7 +316,3 @@ class StatelessRelay:
         return jsonrpc_error(
             503, rid, BACKEND_UNAVAILABLE, "backend unreachable", headers={"retry-after": "1"}
         )
-
-
-def _is_event_stream(response: aiohttp.ClientResponse) -> bool:
-    return response.headers.get("content-type", "").split(";")[0].strip().lower() == "text/event-stream"
