@@ -224,10 +224,16 @@ async def test_missing_executable_answers_requests_with_an_error_and_keeps_retry
         assert "No such file or directory" in response["error"]["message"]
 
         await client.link.send({"jsonrpc": "2.0", "method": "notifications/initialized"})  # dropped, no raise
-        await wait_until(lambda: restarts(metrics, "start_failed") >= 2)
+        # The first start and two restarts, each failed. The restart is counted before its spawn, so wait
+        # for the spawn errors themselves.
+        await wait_until(
+            lambda: (
+                restarts(metrics, "start_failed") >= 2
+                and sample(metrics, "mcplane_backend_errors_total", kind="spawn") >= 3
+            )
+        )
         with pytest.raises(anyio.WouldBlock):
             client.link.incoming.receive_nowait()
-    assert sample(metrics, "mcplane_backend_errors_total", kind="spawn") >= 3
 
 
 async def test_check_ready_names_a_command_missing_from_path() -> None:
