@@ -2,10 +2,21 @@
 
 from __future__ import annotations
 
+from typing import Final
+
+from mcp_types.methods import SPEC_CLIENT_METHODS
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
 # Tool calls through a proxy span sub-millisecond pings to minutes-long tools.
 LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300)
+# The `method` label of a request that is not one of the specification's client requests.
+OTHER_METHOD: Final = "other"
+
+
+def method_label(method: str) -> str:
+    """The spec's request methods keep their name; any other is "other". The method is the client's to
+    choose, and one series per made-up name would grow the sidecar's memory and Prometheus without bound."""
+    return method if method in SPEC_CLIENT_METHODS else OTHER_METHOD
 
 
 class Metrics:
@@ -93,3 +104,21 @@ class Metrics:
         )
         self.max_sessions = Gauge("mcplane_sessions_limit", "The configured session limit.", registry=r)
         self.ready = Gauge("mcplane_backend_ready", "1 when the backend answered its last check.", registry=r)
+        # Every relayed request lands here; `labels()` resolves its child anew each time, this looks it up.
+        self._request_series: dict[tuple[str, str], tuple[Counter, Histogram]] = {}
+
+    def request_finished(self, method: str, outcome: str, seconds: float | None = None) -> None:
+        """Count one relayed request by method and outcome; time it too when `seconds` is given."""
+        key = (method_label(method), outcome)
+        series = self._request_series.get(key)
+        if series is None:
+            label = key[0]
+            series = (
+                self.requests.labels(method=label, outcome=outcome),
+                self.request_duration.labels(method=label),
+            )
+            self._request_series[key] = series
+        count, duration = series
+        count.inc()
+        if seconds is not None:
+            duration.observe(seconds)

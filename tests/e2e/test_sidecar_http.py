@@ -51,6 +51,26 @@ async def test_both_protocol_eras_work_through_the_proxy() -> None:
         assert 'mcplane_requests_total{method="server/discover",outcome="ok"}' in metrics
 
 
+async def test_made_up_method_names_share_one_metrics_series() -> None:
+    """A client picks the method; a series per name would let it grow the sidecar's memory at will."""
+    made_up = [f"vendor/probe-{n}" for n in range(3)]
+    async with proxied_target() as proxied, httpx.AsyncClient(timeout=DEADLINE) as http:
+        session_id = await open_session(http, proxied.url)
+        for n, method in enumerate(made_up):
+            request = {"jsonrpc": "2.0", "id": n, "method": method, "params": {}}
+            answered = await http.post(proxied.url, json=request, headers=session_headers(session_id))
+            assert final_response(answered, n)["error"]["code"] == -32601  # the backend's own verdict
+        modern, modern_headers = stateless_call("m", "echo", {})
+        modern["method"] = modern_headers["mcp-method"] = made_up[0]
+        answered = await http.post(proxied.url, json=modern, headers=modern_headers)
+        assert final_response(answered, "m")["error"]["code"] == -32601
+        metrics = (await http.get(f"{proxied.base}/metrics")).text
+    assert 'mcplane_requests_total{method="other",outcome="error"} 3.0' in metrics
+    assert 'mcplane_requests_total{method="other",outcome="http_404"} 1.0' in metrics
+    assert 'mcplane_requests_total{method="initialize",outcome="ok"} 1.0' in metrics
+    assert "vendor/probe" not in metrics
+
+
 async def test_tool_schemas_reach_the_client_byte_for_byte() -> None:
     async with proxied_target() as proxied, httpx.AsyncClient(timeout=DEADLINE) as http:
         listings = []

@@ -209,9 +209,7 @@ class ProxySession:
             pending.stream.append(response)
         if pending.stream is not self.standing:
             pending.stream.close()
-        method = pending.method
-        self.metrics.requests.labels(method=method, outcome=outcome).inc()
-        self.metrics.request_duration.labels(method=method).observe(time.monotonic() - pending.started)
+        self.metrics.request_finished(pending.method, outcome, time.monotonic() - pending.started)
 
     async def expire(self, now: float) -> int:
         """Answer every request past its deadline with a timeout error, and tell the backend to stop."""

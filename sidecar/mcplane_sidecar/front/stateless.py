@@ -12,6 +12,7 @@ import logging
 import time
 from collections.abc import AsyncIterator, Mapping
 from contextlib import asynccontextmanager
+from functools import cache
 from typing import Final, Protocol
 
 import aiohttp
@@ -93,6 +94,13 @@ def cut_off_event(rid: RequestId | None) -> bytes:
 NOT_FORWARDED: Final = frozenset({"mcp-session-id"})
 RESPONSE_HEADERS: Final = ("content-type",)
 EVENT_STREAM: Final = "text/event-stream"
+ACCEPT_BOTH: Final = "application/json, text/event-stream"
+
+
+@cache
+def relay_timeouts(connect: float, read: float) -> aiohttp.ClientTimeout:
+    """A relayed request's socket deadlines (the same two numbers every time, so built once)."""
+    return aiohttp.ClientTimeout(total=None, sock_connect=connect, sock_read=read)
 
 
 class StatelessRelay:
@@ -127,28 +135,29 @@ class StatelessRelay:
         forwarded: Mapping[str, str],
     ) -> Response:
         rid = request_id(message)
+        # ASGI header names arrive lowercased; decoded once here, they serve every check and the relay.
         raw_headers = [(k.decode("latin-1"), v.decode("latin-1")) for k, v in request.headers.raw]
         duplicated = find_duplicated_routing_header(raw_headers)
         if duplicated is not None:
             return jsonrpc_error(400, rid, HEADER_MISMATCH, f"{duplicated} header given more than once")
+        headers = dict(reversed(raw_headers))  # a repeated field reads as its first value, as Starlette's
         if is_request(message):
-            verdict = classify_inbound_request(
-                message, headers={k.lower(): v for k, v in request.headers.items()}
-            )
+            verdict = classify_inbound_request(message, headers=headers)
             if isinstance(verdict, InboundLadderRejection):
                 status = ERROR_CODE_HTTP_STATUS.get(verdict.code, 400)
                 return jsonrpc_error(status, rid, verdict.code, verdict.message, data=verdict.data)
         try:
             target = await self.backend.resolve() if isinstance(self.backend, AutoBackend) else self.backend
             if isinstance(target, HttpBackend) and await target.speaks_modern():
-                return await self._relay_http(target, request, body, message, forwarded)
+                return await self._relay_http(
+                    target, request, body, message, headers=headers, forwarded=forwarded
+                )
             if not is_request(message):
                 return Response(status_code=202)  # notifications need no answer; nothing to cancel here
             if method_of(message) in REMOVED_METHODS:
                 # The handshake is gone in this era; say so the way a 2026-07-28 server does.
                 return jsonrpc_error(404, rid, METHOD_NOT_FOUND, f"Method not found: {method_of(message)}")
-            lowered = {k.lower(): v for k, v in request.headers.items()}
-            return await self._exchange(request, message, lowered, principal, forwarded)
+            return await self._exchange(request, message, headers, principal, forwarded)
         except ProxyError as exc:
             return proxy_error_response(exc, rid)
 
@@ -232,30 +241,33 @@ class StatelessRelay:
         request: Request,
         body: bytes,
         message: Message,
+        *,
+        headers: Mapping[str, str],
         forwarded: Mapping[str, str],
     ) -> Response:
         rid = request_id(message)
-        headers = {
-            name: value
-            for name, value in request.headers.items()
-            if name.lower().startswith("mcp-") and name.lower() not in NOT_FORWARDED
+        relayed = {
+            **backend.headers,
+            **{
+                name: value
+                for name, value in headers.items()
+                if name.startswith("mcp-") and name not in NOT_FORWARDED
+            },
+            "content-type": "application/json",
+            "accept-encoding": "identity",  # bytes are relayed raw, so they must arrive unencoded
+            "accept": headers.get("accept", ACCEPT_BOTH),
+            **forwarded,
         }
-        headers["content-type"] = "application/json"
-        headers["accept-encoding"] = "identity"  # bytes are relayed raw, so they must arrive unencoded
-        headers["accept"] = request.headers.get("accept", "application/json, text/event-stream")
-        headers.update(forwarded)
         self.registry.acquire_inflight()
         started = time.monotonic()
         method = method_of(message) or ""
-        socket_timeouts = aiohttp.ClientTimeout(
-            total=None, sock_connect=backend.upstream.connect_timeout, sock_read=self.request_timeout
-        )
+        socket_timeouts = relay_timeouts(backend.upstream.connect_timeout, self.request_timeout)
         upstream: aiohttp.ClientResponse | None = None
         whole_body: bytes | None = None
         try:
             async with cancelled_on_disconnect(request):
                 upstream = await backend.upstream.request(
-                    "POST", {**backend.headers, **headers}, body, socket_timeouts=socket_timeouts
+                    "POST", relayed, body, socket_timeouts=socket_timeouts
                 )
                 if upstream.content_type != EVENT_STREAM:
                     # One JSON answer (the common case): read it here and skip the streaming machinery.
@@ -270,14 +282,13 @@ class StatelessRelay:
             if upstream is not None:
                 upstream.close()
             self.registry.release_inflight()
-            self.metrics.requests.labels(method=method, outcome="cancelled").inc()
+            self.metrics.request_finished(method, "cancelled")
             return Response(status_code=499)
         response_headers = {k: upstream.headers[k] for k in RESPONSE_HEADERS if k in upstream.headers}
         if whole_body is not None:
             self.registry.release_inflight()
             outcome = "ok" if upstream.status < 400 else f"http_{upstream.status}"
-            self.metrics.requests.labels(method=method, outcome=outcome).inc()
-            self.metrics.request_duration.labels(method=method).observe(time.monotonic() - started)
+            self.metrics.request_finished(method, outcome, time.monotonic() - started)
             return Response(whole_body, status_code=upstream.status, headers=response_headers)
 
         async def relay() -> AsyncIterator[bytes]:
@@ -294,8 +305,7 @@ class StatelessRelay:
                 # Reached also when the client goes away: closing upstream is the cancellation.
                 upstream.close()
                 self.registry.release_inflight()
-                self.metrics.requests.labels(method=method, outcome=outcome).inc()
-                self.metrics.request_duration.labels(method=method).observe(time.monotonic() - started)
+                self.metrics.request_finished(method, outcome, time.monotonic() - started)
 
         response_headers.update(STREAM_HEADERS)
         return StreamingResponse(relay(), status_code=upstream.status, headers=response_headers)
@@ -306,7 +316,7 @@ class StatelessRelay:
         """The answer to a relayed request the backend failed: 504 past the deadline, else 503."""
         if isinstance(exc, TimeoutError):
             self.metrics.backend_errors.labels(kind="timeout").inc()
-            self.metrics.requests.labels(method=method, outcome="timeout").inc()
+            self.metrics.request_finished(method, "timeout")
             logger.warning("stateless relay: backend did not answer within %g s", self.request_timeout)
             return jsonrpc_error(
                 504, rid, BACKEND_TIMEOUT, f"backend did not answer within {self.request_timeout:g} s"
