@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator, Mapping, Sequence
 from contextlib import asynccontextmanager
 from functools import cache
 from typing import Final, Protocol
@@ -24,6 +24,7 @@ from mcp.shared.inbound import (
     find_duplicated_routing_header,
 )
 from mcp_types.jsonrpc import HEADER_MISMATCH, METHOD_NOT_FOUND
+from multidict import CIMultiDict
 from sse_starlette import ServerSentEvent
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response, StreamingResponse
@@ -97,6 +98,25 @@ EVENT_STREAM: Final = "text/event-stream"
 ACCEPT_BOTH: Final = "application/json, text/event-stream"
 
 
+def relayed_headers(
+    configured: Mapping[str, str], header_lines: Sequence[tuple[str, str]], forwarded: Mapping[str, str]
+) -> CIMultiDict[str]:
+    """The headers of a relayed request: the backend's configured ones, then every `Mcp-*` line of the
+    client's (a repeated one too: the backend judges it, not us), then ours and the forwarded credentials."""
+    relayed = CIMultiDict(configured)
+    accept = ACCEPT_BOTH
+    for name, value in header_lines:
+        if name.startswith("mcp-") and name not in NOT_FORWARDED:
+            relayed.add(name, value)
+        elif name == "accept" and accept is ACCEPT_BOTH:
+            accept = value  # the first line, as Starlette reads it
+    relayed["content-type"] = "application/json"
+    relayed["accept-encoding"] = "identity"  # bytes are relayed raw, so they must arrive unencoded
+    relayed["accept"] = accept
+    relayed.update(forwarded)
+    return relayed
+
+
 @cache
 def relay_timeouts(connect: float, read: float) -> aiohttp.ClientTimeout:
     """A relayed request's socket deadlines (the same two numbers every time, so built once)."""
@@ -140,9 +160,9 @@ class StatelessRelay:
         duplicated = find_duplicated_routing_header(raw_headers)
         if duplicated is not None:
             return jsonrpc_error(400, rid, HEADER_MISMATCH, f"{duplicated} header given more than once")
-        headers = dict(reversed(raw_headers))  # a repeated field reads as its first value, as Starlette's
         if is_request(message):
-            verdict = classify_inbound_request(message, headers=headers)
+            # A repeated field reads as its first line, as in Starlette's headers.
+            verdict = classify_inbound_request(message, headers=dict(reversed(raw_headers)))
             if isinstance(verdict, InboundLadderRejection):
                 status = ERROR_CODE_HTTP_STATUS.get(verdict.code, 400)
                 return jsonrpc_error(status, rid, verdict.code, verdict.message, data=verdict.data)
@@ -150,14 +170,15 @@ class StatelessRelay:
             target = await self.backend.resolve() if isinstance(self.backend, AutoBackend) else self.backend
             if isinstance(target, HttpBackend) and await target.speaks_modern():
                 return await self._relay_http(
-                    target, request, body, message, headers=headers, forwarded=forwarded
+                    target, request, body, message, header_lines=raw_headers, forwarded=forwarded
                 )
             if not is_request(message):
                 return Response(status_code=202)  # notifications need no answer; nothing to cancel here
             if method_of(message) in REMOVED_METHODS:
                 # The handshake is gone in this era; say so the way a 2026-07-28 server does.
                 return jsonrpc_error(404, rid, METHOD_NOT_FOUND, f"Method not found: {method_of(message)}")
-            return await self._exchange(request, message, headers, principal, forwarded)
+            # Starlette's headers list a repeated field once per line, so the Mcp-Param-* check sees it twice.
+            return await self._exchange(request, message, request.headers, principal, forwarded)
         except ProxyError as exc:
             return proxy_error_response(exc, rid)
 
@@ -242,22 +263,11 @@ class StatelessRelay:
         body: bytes,
         message: Message,
         *,
-        headers: Mapping[str, str],
+        header_lines: Sequence[tuple[str, str]],
         forwarded: Mapping[str, str],
     ) -> Response:
         rid = request_id(message)
-        relayed = {
-            **backend.headers,
-            **{
-                name: value
-                for name, value in headers.items()
-                if name.startswith("mcp-") and name not in NOT_FORWARDED
-            },
-            "content-type": "application/json",
-            "accept-encoding": "identity",  # bytes are relayed raw, so they must arrive unencoded
-            "accept": headers.get("accept", ACCEPT_BOTH),
-            **forwarded,
-        }
+        relayed = relayed_headers(backend.headers, header_lines, forwarded)
         self.registry.acquire_inflight()
         started = time.monotonic()
         method = method_of(message) or ""
