@@ -38,9 +38,12 @@ IDLE_TARGET_MIB: Final = 512
 ASYNC_TARGET_RATIO: Final = 1.10
 MIB: Final = 1024
 
+# bench/bare_relay.py: uvicorn + aiohttp doing nothing else, the floor any proxy on mcplane's stack pays.
+BARE_RELAY: Final = "bare-relay-http"
 SIDECAR_ORDER: Final = (
     "direct",
     "mcplane-http",
+    BARE_RELAY,
     "fastmcp-http",
     "mcplane-stdio",
     "mcp-proxy-stdio",
@@ -49,6 +52,7 @@ SIDECAR_ORDER: Final = (
 STYLES: Final = {
     "direct": ("black", "o", "-"),
     "mcplane-http": ("tab:blue", "s", "-"),
+    BARE_RELAY: ("tab:gray", "x", ":"),
     "fastmcp-http": ("tab:orange", "^", "-"),
     "mcplane-stdio": ("tab:blue", "s", "--"),
     "mcp-proxy-stdio": ("tab:green", "D", "--"),
@@ -124,7 +128,9 @@ def throughput_verdict(sidecar: dict[str, Any] | None) -> Verdict:
         if tp is None or tp.get("ratio_calls_per_s") is None:
             continue
         ratio = tp["ratio_calls_per_s"]
-        parts.append(f"{era} era: x{ratio:.2f} ({tp['calls_per_s']:.0f} calls/s)")
+        bare = levels_of(find_leg(sidecar, BARE_RELAY, era) or {}).get(TP_TARGET_SESSIONS) or {}
+        floor = f"; bare relay x{bare['ratio_calls_per_s']:.2f}" if bare.get("ratio_calls_per_s") else ""
+        parts.append(f"{era} era: x{ratio:.2f} ({tp['calls_per_s']:.0f} calls/s{floor})")
         met = (met is not False) and ratio >= TP_RATIO_TARGET
     return Verdict(what, "; ".join(parts) or "-", met)
 
@@ -138,7 +144,13 @@ def latency_verdict(sidecar: dict[str, Any] | None) -> Verdict:
         if not leg or not base or not leg.get("sequential") or not base.get("sequential"):
             continue
         added = leg["sequential"]["median_ms"] - base["sequential"]["median_ms"]
-        parts.append(f"{era} era: +{added:.2f} ms")
+        bare = find_leg(sidecar, BARE_RELAY, era)
+        floor = (bare or {}).get("sequential")
+        if floor:
+            bare_added = floor["median_ms"] - base["sequential"]["median_ms"]
+            parts.append(f"{era} era: +{added:.2f} ms (bare relay +{bare_added:.2f} ms)")
+        else:
+            parts.append(f"{era} era: +{added:.2f} ms")
         met = (met is not False) and added <= ADDED_MEDIAN_TARGET_MS
     return Verdict(what, "; ".join(parts) or "-", met)
 
@@ -327,7 +339,10 @@ def sidecar_section(sidecar: dict[str, Any], images: list[str]) -> list[str]:
         "over stdio; every proxy runs as shipped, with its default logging.",
         "",
         "- **HTTP backend**: direct (client → proxy_target), mcplane (`mcplane-sidecar URL`), "
-        "fastmcp's proxy (`create_proxy(URL)`).",
+        "fastmcp's proxy (`create_proxy(URL)`), and a yardstick, not a peer: the bare relay "
+        "(`bench/bare_relay.py`), uvicorn and one aiohttp pool on mcplane's own stack with none of its work "
+        "(no checks, sessions, limits, metrics or logs). What the bare relay costs, any proxy written with "
+        "these libraries costs; the gap between it and mcplane is mcplane's own work.",
         "- **stdio backend**: mcplane (`mcplane-sidecar -- python proxy_target`: one server process per "
         "2025 session, a pool of 4 for 2026-07-28), mcp-proxy 0.13 (`mcp-proxy -- ...`: one server process "
         "shared by all clients), fastmcp's proxy (one kept-alive server process, a new session per request).",

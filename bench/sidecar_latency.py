@@ -7,6 +7,8 @@ The targets, all on 127.0.0.1, all started here as subprocesses and stopped by P
 
 - direct:          official Python client -> tests/fixtures/proxy_target.py over Streamable HTTP;
 - mcplane (http):  client -> `mcplane-sidecar URL --transport-type http` -> that same proxy_target server;
+- bare relay (http): client -> `bench/bare_relay.py URL` -> the same server: uvicorn + aiohttp with none of
+                   the sidecar's work, the floor for any proxy on this stack (a yardstick, not a peer);
 - fastmcp (http):  client -> fastmcp's proxy (`create_proxy(URL)`, `.venv-bench-fastmcp`) -> the same server;
 - mcplane (stdio): client -> `mcplane-sidecar -- python ...` running proxy_target over stdio (the sidecar
                    starts one server process per client session);
@@ -88,6 +90,7 @@ SIDECAR_BIN: Final = PYTHON.parent / "mcplane-sidecar"
 MCP_PROXY_BIN: Final = REPO_ROOT / ".venv-bench-mcp-proxy" / "bin" / "mcp-proxy"
 FASTMCP_PYTHON: Final = REPO_ROOT / ".venv-bench-fastmcp" / "bin" / "python"
 FASTMCP_PROXY: Final = REPO_ROOT / "bench" / "peers" / "fastmcp_proxy.py"
+BARE_RELAY: Final = REPO_ROOT / "bench" / "bare_relay.py"
 MCP_PATH: Final = "/mcp"
 STATS_PATH: Final = "/bench-stats"
 VIA_PARAM: Final = b"via="  # `?via=NAME` on a proxy's backend URL: whose backend sessions these are
@@ -108,7 +111,7 @@ PROCESS_STOP_TIMEOUT_S: Final = 15.0
 
 EraName = Literal["2025", "2026"]
 ERA_MODES: Final[dict[EraName, str]] = {"2025": "legacy", "2026": "auto"}
-ProxyName = Literal["none", "mcplane", "mcp-proxy", "fastmcp"]
+ProxyName = Literal["none", "mcplane", "bare-relay", "mcp-proxy", "fastmcp"]
 BackendKind = Literal["http", "stdio"]
 # The sidecar's era label for the one backend session through which it serves 2026-07-28 stateless
 # requests to a handshake-only backend (core/bridge.py).
@@ -1148,6 +1151,16 @@ async def started_targets(
             port,
             backend="http",
             via="mcplane",
+        )
+        port = free_port()
+        await add(
+            "bare-relay-http",
+            "bare relay (uvicorn + aiohttp, no checks)",
+            "bare-relay",
+            [PYTHON, BARE_RELAY, f"{target_url}?via=bare-relay", "--port", str(port)],
+            port,
+            backend="http",
+            via="bare-relay",
         )
         if "fastmcp" in peers:
             port = free_port()
