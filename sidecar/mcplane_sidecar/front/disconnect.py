@@ -1,9 +1,9 @@
 """Noticing that an HTTP client went away while the proxy is still waiting on the backend.
 
 In the 2026-07-28 era a closed connection is the cancellation, so a request the client abandons must stop
-upstream, even before the first byte of the answer exists: at once once the request has run for
-WATCH_AFTER_SECONDS, at that point if the client left sooner. Once a StreamingResponse has started,
-Starlette watches for the disconnect itself; this covers the wait before that.
+upstream, even before the first byte of the answer exists. A client that leaves after the request has run
+for WATCH_AFTER_SECONDS is noticed at once; one that leaves sooner, at that mark. Once a StreamingResponse
+has started, Starlette watches for the disconnect itself; this covers the wait before that.
 """
 
 from __future__ import annotations

@@ -104,15 +104,15 @@ def relayed_headers(
     """The headers of a relayed request: the backend's configured ones, then every `Mcp-*` line of the
     client's (a repeated one too: the backend judges it, not us), then ours and the forwarded credentials."""
     relayed = CIMultiDict(configured)
-    accept = ACCEPT_BOTH
+    accept: str | None = None
     for name, value in header_lines:
         if name.startswith("mcp-") and name not in NOT_FORWARDED:
             relayed.add(name, value)
-        elif name == "accept" and accept is ACCEPT_BOTH:
+        elif name == "accept" and accept is None:
             accept = value  # the first line, as Starlette reads it
     relayed["content-type"] = "application/json"
     relayed["accept-encoding"] = "identity"  # bytes are relayed raw, so they must arrive unencoded
-    relayed["accept"] = accept
+    relayed["accept"] = ACCEPT_BOTH if accept is None else accept
     relayed.update(forwarded)
     return relayed
 
