@@ -106,6 +106,7 @@ class BareRelay:
             except asyncio.CancelledError:
                 if not watcher.done():
                     raise
+                relaying.uncancel()  # our own cancellation, for the client's leaving: handled here
             finally:
                 watcher.cancel()
 

@@ -144,13 +144,9 @@ def latency_verdict(sidecar: dict[str, Any] | None) -> Verdict:
         if not leg or not base or not leg.get("sequential") or not base.get("sequential"):
             continue
         added = leg["sequential"]["median_ms"] - base["sequential"]["median_ms"]
-        bare = find_leg(sidecar, BARE_RELAY, era)
-        floor = (bare or {}).get("sequential")
-        if floor:
-            bare_added = floor["median_ms"] - base["sequential"]["median_ms"]
-            parts.append(f"{era} era: +{added:.2f} ms (bare relay +{bare_added:.2f} ms)")
-        else:
-            parts.append(f"{era} era: +{added:.2f} ms")
+        bare = (find_leg(sidecar, BARE_RELAY, era) or {}).get("sequential")
+        floor = f" (bare relay +{bare['median_ms'] - base['sequential']['median_ms']:.2f} ms)" if bare else ""
+        parts.append(f"{era} era: +{added:.2f} ms{floor}")
         met = (met is not False) and added <= ADDED_MEDIAN_TARGET_MS
     return Verdict(what, "; ".join(parts) or "-", met)
 

@@ -31,7 +31,7 @@ from starlette.responses import JSONResponse, Response, StreamingResponse
 
 from mcplane_sidecar.backends.auto import AutoBackend
 from mcplane_sidecar.backends.base import Backend, LinkOptions
-from mcplane_sidecar.backends.http import HttpBackend
+from mcplane_sidecar.backends.http import ACCEPT_BOTH, HttpBackend
 from mcplane_sidecar.backends.stdio import StdioBackend
 from mcplane_sidecar.backends.upstream import UPSTREAM_ERRORS, describe
 from mcplane_sidecar.core.bridge import HandshakeBridge
@@ -95,7 +95,6 @@ def cut_off_event(rid: RequestId | None) -> bytes:
 NOT_FORWARDED: Final = frozenset({"mcp-session-id"})
 RESPONSE_HEADERS: Final = ("content-type",)
 EVENT_STREAM: Final = "text/event-stream"
-ACCEPT_BOTH: Final = "application/json, text/event-stream"
 
 
 def relayed_headers(
