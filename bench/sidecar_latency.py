@@ -36,11 +36,11 @@ Session accounting: around the throughput phase the script reads each sidecar's 
 (`mcplane_sessions_total`) and counts backend sessions independently at the backend. The HTTP target runs
 proxy_target's own app behind a tiny ASGI counter (responses that hand out a new `Mcp-Session-Id`, and
 DELETEs; each proxy's backend URL carries `?via=NAME`, so its sessions are told apart from the direct
-clients'); the stdio targets run proxy_target's server through this file, which first appends its PID to
-a file of that target. For mcplane one backend session per client session is expected; one per request
-would be a defect. The peers' counts are reported as they come.
+clients'); the stdio targets run proxy_target's server through `stdio_target.py`, which first appends
+its PID to a file of that target. For mcplane one backend session per client session is expected; one
+per request would be a defect. The peers' counts are reported as they come.
 
-The internal `--serve-http-target` and `--serve-stdio-target` modes are those two wrappers.
+The internal `--serve-http-target` mode is the HTTP wrapper.
 """
 
 from __future__ import annotations
@@ -75,7 +75,7 @@ from _measure import LatencySummary, error_text, rotated, write_report  # noqa: 
 from mcp import Client  # noqa: E402
 from mcp_types.version import LATEST_MODERN_VERSION, MODERN_PROTOCOL_VERSIONS  # noqa: E402
 
-from tests.fixtures.proxy_target import build_app, build_server  # noqa: E402
+from tests.fixtures.proxy_target import build_app  # noqa: E402
 from tests.support.processes import (  # noqa: E402
     LOOPBACK,
     PYTHON,
@@ -91,6 +91,7 @@ MCP_PROXY_BIN: Final = REPO_ROOT / ".venv-bench-mcp-proxy" / "bin" / "mcp-proxy"
 FASTMCP_PYTHON: Final = REPO_ROOT / ".venv-bench-fastmcp" / "bin" / "python"
 FASTMCP_PROXY: Final = REPO_ROOT / "bench" / "peers" / "fastmcp_proxy.py"
 BARE_RELAY: Final = REPO_ROOT / "bench" / "bare_relay.py"
+STDIO_TARGET: Final = REPO_ROOT / "bench" / "stdio_target.py"
 MCP_PATH: Final = "/mcp"
 STATS_PATH: Final = "/bench-stats"
 VIA_PARAM: Final = b"via="  # `?via=NAME` on a proxy's backend URL: whose backend sessions these are
@@ -118,18 +119,20 @@ BackendKind = Literal["http", "stdio"]
 BRIDGE_ERA: Final = "bridge"
 
 
-def _stdio_pool_size() -> int | None:
-    """The stdio sidecar's default warm pool for 2026-07-28 requests, if this sidecar version has one."""
+def _stdio_default(setting: str) -> int | None:
+    """A default of the stdio sidecar's settings, if this sidecar version has that setting."""
     try:
         from mcplane_sidecar.config import StdioBackendConfig  # noqa: PLC0415 (optional, read-only)
 
-        default = StdioBackendConfig.model_fields["stateless_pool_size"].default
+        default = StdioBackendConfig.model_fields[setting].default
     except (ImportError, KeyError):
         return None
     return default if isinstance(default, int) else None
 
 
-STDIO_POOL_SIZE: Final = _stdio_pool_size()
+# The stdio sidecar's warm pool for 2026-07-28 requests, and the processes it starts ahead for new sessions.
+STDIO_POOL_SIZE: Final = _stdio_default("stateless_pool_size")
+STDIO_WARM_SPARES: Final = _stdio_default("warm_spares")
 
 
 # --- the backend wrappers (run as subprocesses of this script) -------------------------------------------
@@ -182,12 +185,6 @@ class SessionCountingApp:
 
 def serve_http_target(port: int) -> None:
     uvicorn.run(SessionCountingApp(build_app()), host=LOOPBACK, port=port, log_level="warning")
-
-
-def serve_stdio_target(pid_file: Path) -> None:
-    with pid_file.open("a") as out:  # one line per started backend process = per backend session
-        out.write(f"{os.getpid()}\n")
-    build_server().run("stdio")
 
 
 # --- statistics ---------------------------------------------------------------------------------------
@@ -740,8 +737,12 @@ def sidecar_deltas(
 
 
 def pool_allowance(target: Target, era: EraName | None) -> int:
-    """Backend processes the stdio sidecar may keep warm for 2026-07-28 requests (None: any era)."""
-    return (STDIO_POOL_SIZE or 0) if target.pooled_stdio and era in ("2026", None) else 0
+    """Backend processes the stdio sidecar may keep: its warm spares, and its pool for 2026-07-28 requests
+    (era None: any era)."""
+    if not target.pooled_stdio:
+        return 0
+    pool = (STDIO_POOL_SIZE or 0) if era in ("2026", None) else 0
+    return pool + (STDIO_WARM_SPARES or 0)
 
 
 def session_check(
@@ -1022,7 +1023,8 @@ def markdown(report: dict[str, Any], legs: Sequence[Leg], labels: dict[str, str]
             + (f" ({split})" if split else "")
             + f"; backend sessions opened {fmt_opt(totals['backend_sessions_opened'])}"
             + (
-                f" (includes the warm pool of up to {STDIO_POOL_SIZE} processes for 2026-07-28)."
+                f" (includes the warm pool of up to {STDIO_POOL_SIZE} processes for 2026-07-28, and the"
+                f" {STDIO_WARM_SPARES or 0} started ahead for new sessions)."
                 if key == "mcplane-stdio" and STDIO_POOL_SIZE
                 else "."
             )
@@ -1109,7 +1111,7 @@ async def started_targets(
 
     def stdio_command(key: str) -> tuple[list[str], Path]:
         pid_file = log_dir / f"{key}-backend-pids.txt"
-        return [str(PYTHON), str(THIS_FILE), "--serve-stdio-target", str(pid_file)], pid_file
+        return [str(PYTHON), str(STDIO_TARGET), str(pid_file)], pid_file
 
     async with AsyncExitStack() as stack:
 
@@ -1353,7 +1355,6 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     )
     parser.add_argument("--out", type=Path, default=REPO_ROOT / "bench" / "results", help="results directory")
     parser.add_argument("--serve-http-target", type=int, metavar="PORT", help=argparse.SUPPRESS)
-    parser.add_argument("--serve-stdio-target", type=Path, metavar="PID_FILE", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     for name in ("calls", "setups"):
         if getattr(args, name) < 1:
@@ -1369,9 +1370,6 @@ def main(argv: Sequence[str] | None = None) -> None:
     args = parse_args(argv)
     if args.serve_http_target is not None:
         serve_http_target(args.serve_http_target)
-        return
-    if args.serve_stdio_target is not None:
-        serve_stdio_target(args.serve_stdio_target)
         return
     options = Options(
         calls=args.calls,

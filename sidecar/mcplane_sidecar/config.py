@@ -76,6 +76,13 @@ class StdioBackendConfig(_Strict):
         description="Server processes kept started ahead of need, so a new handshake-era session does not "
         "wait for one to start (0: start each on demand).",
     )
+    max_concurrent_starts: int | None = Field(
+        None,
+        ge=1,
+        description="Server processes starting at once (spawned and not yet answering or idle); more wait "
+        "their turn, so a burst of new sessions is served in order rather than timing out together. "
+        "Default: the CPUs the sidecar may use (its affinity and cgroup quota).",
+    )
     stateless_pool_size: int = Field(
         4,
         ge=1,

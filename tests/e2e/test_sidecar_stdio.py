@@ -3,11 +3,13 @@ process comes back (re-initialized with the client's own initialize), and the se
 
 from __future__ import annotations
 
+import itertools
 import sys
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
 
+import anyio
 import httpx
 import pytest
 
@@ -141,3 +143,91 @@ async def test_a_new_session_takes_a_started_spare_process(tmp_path: Path, spare
         if spares:
             # ... which was the spare; a new one is started behind it for the next session.
             await eventually(lambda: len(started()) == 2, within=DEADLINE, what="a new spare")
+
+
+def _timed_server(log: Path, busy_seconds: float = 0.0) -> list[str]:
+    """stdio_echo_server, which logs `start PID TIME` as it begins and `ready PID TIME` once imported;
+    `busy_seconds` of CPU burnt first make its start slower."""
+    script = (
+        "import os, runpy, time; "
+        f"log = lambda what: open({str(log)!r}, 'a').write(f'{{what}} {{os.getpid()}} {{time.time()}}\\n'); "
+        "log('start'); "
+        f"end = time.process_time() + {busy_seconds}\n"
+        "while time.process_time() < end: pass\n"
+        f"server = runpy.run_path({str(FIXTURES / 'stdio_echo_server.py')!r})['server']; "
+        "log('ready'); server.run('stdio')"
+    )
+    return ["-c", script]
+
+
+@pytest.mark.parametrize("spares", [0, 1])
+async def test_a_burst_of_sessions_starts_their_servers_a_slot_at_a_time(tmp_path: Path, spares: int) -> None:
+    """Four sessions opened at once, one start slot: each server starts once the one before is ready."""
+    log = tmp_path / "starts"
+    log.touch()
+    stdio = {
+        "command": sys.executable,
+        "args": _timed_server(log),
+        "warm_spares": spares,
+        "max_concurrent_starts": 1,
+    }
+    app = create_app(build_config({"backend": {"kind": "stdio", "stdio": stdio}}))
+    async with serve_asgi(app) as base, httpx.AsyncClient(timeout=DEADLINE) as http:
+        url = f"{base}/mcp"
+        session_ids: list[str] = []
+
+        async def open_one() -> None:
+            session_ids.append(await open_session(http, url))
+
+        async with anyio.create_task_group() as tg:
+            for _ in range(4):
+                tg.start_soon(open_one)
+        assert len(set(session_ids)) == 4
+        for session_id in session_ids:  # every session is served by its own, started server
+            response = await http.post(url, json=call(2, "pid", {}), headers=session_headers(session_id))
+            assert "result" in final_response(response, 2)
+    events: dict[int, dict[str, float]] = {}
+    for line in log.read_text().splitlines():
+        what, pid, at = line.split()
+        events.setdefault(int(pid), {})[what] = float(at)
+    spans = sorted((times["start"], times["ready"]) for times in events.values() if "ready" in times)
+    assert len(spans) >= 4
+    for (_, ready), (next_start, _) in itertools.pairwise(spans):
+        assert next_start > ready, f"a server started at {next_start}, before the one before it was ready"
+
+
+async def test_a_session_abandoned_while_its_server_waits_to_start_is_closed_before_it_starts(
+    tmp_path: Path,
+) -> None:
+    """One start slot, busy with the first session's server: a client that gives up while queued behind it
+    has its session closed at once, and its server is never started."""
+    log = tmp_path / "starts"
+    log.touch()
+    stdio = {
+        "command": sys.executable,
+        "args": _timed_server(log, busy_seconds=1.5),
+        "warm_spares": 0,
+        "max_concurrent_starts": 1,
+    }
+    app = create_app(build_config({"backend": {"kind": "stdio", "stdio": stdio}}))
+
+    def starts() -> int:
+        return log.read_text().count("start")
+
+    async with serve_asgi(app) as base, httpx.AsyncClient(timeout=DEADLINE) as http:
+        url = f"{base}/mcp"
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(open_session, http, url)  # takes the slot for its 1.5 s start
+            await eventually(lambda: starts() == 1, within=DEADLINE, what="the first server starting")
+            with pytest.raises(httpx.ReadTimeout):
+                await http.post(url, json=initialize_request(), headers={"accept": ACCEPT_BOTH}, timeout=0.5)
+
+            async def only_the_first_session_is_open() -> bool:
+                status = (await http.get(f"{base}/status")).json()
+                return bool(status["activeSessions"] == 1)
+
+            await eventually(only_the_first_session_is_open, within=DEADLINE, what="the abandoned one closed")
+        # The slot is free again. Had the abandoned session stayed queued, its server would start before
+        # this one's (the queue is first come, first served).
+        await open_session(http, url)
+        assert starts() == 2

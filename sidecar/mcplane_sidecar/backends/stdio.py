@@ -1,11 +1,12 @@
 """Local stdio backend: one MCP server process per client session, newline-delimited JSON-RPC on its pipes.
 
 A stdio server hosts exactly one MCP session, so every link has its own process (taken from the started
-spares when one is ready, backends/stdio_spares.py, else started on demand). The link relays raw
-messages (one JSON object per line, nothing re-modelled) and keeps the process alive: if it dies, each
-request it had not answered is settled with an error carrying that request's id, the process is started
-again after an exponential backoff, and the client's own `initialize` (and `notifications/initialized`)
-is replayed under an internal id, so later requests work without the client noticing.
+spares when one is ready, backends/stdio_spares.py, else started on demand, a few at a time through
+backends/stdio_starts.py). The link relays raw messages (one JSON object per line, nothing re-modelled)
+and keeps the process alive: if it dies, each request it had not answered is settled with an error
+carrying that request's id, the process is started again after an exponential backoff, and the client's
+own `initialize` (and `notifications/initialized`) is replayed under an internal id, so later requests
+work without the client noticing.
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ import os
 import shutil
 import signal
 import subprocess
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from contextlib import AbstractAsyncContextManager, asynccontextmanager, nullcontext, suppress
 from dataclasses import dataclass, field
 from functools import partial
@@ -32,6 +33,7 @@ from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStre
 
 from mcplane_sidecar.backends.base import BackendMessage, LinkOptions
 from mcplane_sidecar.backends.stdio_spares import WarmSpares
+from mcplane_sidecar.backends.stdio_starts import StartGate, default_start_slots
 from mcplane_sidecar.config import ENV_PREFIX, StdioBackendConfig
 from mcplane_sidecar.errors import BACKEND_UNAVAILABLE, BackendClosed
 from mcplane_sidecar.jsonrpc import (
@@ -125,6 +127,10 @@ class _Run:
 
     process: Process
     generation: int
+    # Gives back the start slot this process was spawned under (None: a spare, whose slot the spares hold).
+    release_start_slot: Callable[[], None] | None = None
+    # Set at the first bytes on stdout: the process has started.
+    spoke: anyio.Event = field(default_factory=anyio.Event)
     # Set when the process can no longer serve: it exited, closed stdout, or stopped reading stdin.
     gone: anyio.Event = field(default_factory=anyio.Event)
     stdout_closed: anyio.Event = field(default_factory=anyio.Event)
@@ -278,9 +284,11 @@ class StdioLink:
         options: LinkOptions,
         *,
         reinit_timeout: float,
+        starts: StartGate,
         spares: WarmSpares | None = None,
     ) -> None:
         self._config = config
+        self._starts = starts
         self._spares = spares
         self._metrics = metrics
         self._label = options.session_label or "stdio"
@@ -368,9 +376,12 @@ class StdioLink:
             generation += 1
             started_at = anyio.current_time()
             spare = self._spares.take() if self._spares is not None and generation == 1 else None
+            release_start_slot = None if spare is not None else await self._starts.admit()
             try:
                 process = spare or await spawn_server(self._config)
             except (OSError, ValueError) as exc:
+                if release_start_slot is not None:
+                    release_start_slot()
                 reason = f"cannot start backend: {exc}"
                 logger.warning("%s; retrying in %g s", reason, delay, extra={"session_id": self._label})
                 self._metrics.backend_errors.labels(kind="spawn").inc()
@@ -378,7 +389,7 @@ class StdioLink:
                 self._next_delay = delay
                 restart_reason = "start_failed"
                 continue
-            run = _Run(process, generation)
+            run = _Run(process, generation, release_start_slot)
             self._run = run
             try:
                 restart_reason = await self._serve(run)
@@ -398,6 +409,8 @@ class StdioLink:
         async with anyio.create_task_group() as tg:
             tg.start_soon(self._read_stdout, run)
             tg.start_soon(self._watch_exit, run)
+            if run.release_start_slot is not None:
+                tg.start_soon(self._starts.hold_until_started, run.release_start_slot, run.process, run.spoke)
             if run.process.stderr is not None:
                 tg.start_soon(self._log_stderr, run)
             else:
@@ -466,6 +479,7 @@ class StdioLink:
                     chunk = await stdout.receive(READ_CHUNK)
                 except (anyio.EndOfStream, anyio.ClosedResourceError, anyio.BrokenResourceError, OSError):
                     break
+                run.spoke.set()
                 dropped = lines.dropped
                 for line in lines.feed(chunk):
                     await self._on_line(run, line)
@@ -588,9 +602,11 @@ class StdioBackend:
         self.metrics = metrics
         # Also the deadline of a replayed initialize: a server that cannot answer it is not usable.
         self.request_timeout = request_timeout
+        self.starts = StartGate(config.max_concurrent_starts or default_start_slots())
         self.spares = WarmSpares(
             partial(spawn_server, config),
             partial(_stop_process, label="spare"),
+            gate=self.starts,
             count=config.warm_spares,
             initial_delay=config.restart_initial_delay,
             max_delay=config.restart_max_delay,
@@ -599,7 +615,12 @@ class StdioBackend:
     @asynccontextmanager
     async def open_link(self, options: LinkOptions) -> AsyncIterator[StdioLink]:
         link = StdioLink(
-            self.config, self.metrics, options, reinit_timeout=self.request_timeout, spares=self.spares
+            self.config,
+            self.metrics,
+            options,
+            reinit_timeout=self.request_timeout,
+            starts=self.starts,
+            spares=self.spares,
         )
         try:
             async with anyio.create_task_group() as tg:

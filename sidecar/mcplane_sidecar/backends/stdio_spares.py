@@ -3,7 +3,8 @@
 A Python or Node MCP server takes about a second to import its SDK; a handshake-era client pays that on
 every `initialize` unless a process is already running. The backend keeps `count` spares: a new link
 takes one, and a fresh one is started behind it. A spare that dies before it is taken is reaped and
-replaced after a backoff, so a server that cannot start does not turn into a fork storm.
+replaced after a backoff, so a server that cannot start does not turn into a fork storm. Spares are
+started through the same gate as every other server process (backends/stdio_starts.py).
 """
 
 from __future__ import annotations
@@ -17,6 +18,8 @@ from typing import Any
 import anyio
 from anyio.abc import Process, TaskGroup
 
+from mcplane_sidecar.backends.stdio_starts import StartGate
+
 logger = logging.getLogger(__name__)
 
 
@@ -26,12 +29,14 @@ class WarmSpares:
         spawn: Callable[[], Awaitable[Process]],
         stop: Callable[[Process], Coroutine[Any, Any, None]],
         *,
+        gate: StartGate,
         count: int,
         initial_delay: float,
         max_delay: float,
     ) -> None:
         self._spawn = spawn
         self._stop = stop
+        self._gate = gate
         self._count = count
         self._initial_delay = initial_delay
         self._max_delay = max_delay
@@ -49,7 +54,7 @@ class WarmSpares:
             return
         async with anyio.create_task_group() as tg:
             self._tg = tg
-            tg.start_soon(self._fill)
+            tg.start_soon(self._fill, tg)
             try:
                 yield
             finally:
@@ -74,14 +79,19 @@ class WarmSpares:
         self._wanted.set()
         return None
 
-    async def _fill(self) -> None:
+    async def _fill(self, tg: TaskGroup) -> None:
         while True:
             while len(self._ready) < self._count:
+                release = await self._gate.admit()
                 try:
-                    self._ready.append(await self._spawn())
+                    process = await self._spawn()
                 except (OSError, ValueError) as exc:
+                    release()
                     logger.warning("cannot start a spare backend process: %s", exc)
                     await self._back_off()
+                    continue
+                tg.start_soon(self._gate.hold_until_started, release, process)
+                self._ready.append(process)
             self._wanted = anyio.Event()
             await self._wanted.wait()
             if self._spare_died:

@@ -23,6 +23,7 @@ from mcplane_sidecar.core.registry import SessionRegistry
 from mcplane_sidecar.core.replay import ReplayStream, parse_event_id
 from mcplane_sidecar.core.session import ProxySession
 from mcplane_sidecar.errors import BACKEND_TIMEOUT, ProxyError
+from mcplane_sidecar.front.disconnect import cancelled_on_disconnect
 from mcplane_sidecar.front.inbound import Admission, ClientContext, accepts
 from mcplane_sidecar.front.responses import (
     follow_stream,
@@ -163,7 +164,7 @@ class StreamableHttpEndpoint:
             # The deadline covers the send too: a backend that never answers the initialize POST holds
             # the send itself, where the registry's reaper cannot reach it.
             with anyio.move_on_after(self.request_timeout):
-                async with self.registry.inflight_slot():
+                async with cancelled_on_disconnect(request) as watched, self.registry.inflight_slot():
                     stream = await session.request(message)
                     async for _, event in stream.follow():
                         if is_response(event) and event.get("id") == rid:
@@ -171,16 +172,17 @@ class StreamableHttpEndpoint:
         except ProxyError as exc:
             session.close()
             return proxy_error_response(exc, rid)
+        if watched.cancelled_caught or (reply is not None and await request.is_disconnected()):
+            # Nobody will ever learn this session's id (e.g. a client that gave up on a slow stdio start):
+            # keeping it would hold a backend session until the idle timeout, and closing it while the
+            # server is still queued to start spares that start.
+            session.close()
+            logger.info("client left before its initialize was answered; session closed")
+            return Response(status_code=499)
         if reply is None or "error" in reply:
             session.close()
             answer = reply or error_response(rid, BACKEND_TIMEOUT, "backend did not answer initialize")
             return reply_response(answer)
-        if await request.is_disconnected():
-            # Nobody will ever learn this session's id (e.g. a client that gave up on a slow stdio start):
-            # keeping it would hold a backend session until the idle timeout.
-            session.close()
-            logger.info("client left before its initialize was answered; session closed")
-            return Response(status_code=499)
         return JSONResponse(reply, headers={MCP_SESSION_ID: session.session_id})
 
     async def _relay_request(self, request: Request, session: ProxySession, message: Message) -> Response:
