@@ -55,6 +55,17 @@ class LatencySummary:
         return cls.of(samples) if samples else None
 
 
+def cpu_jiffies() -> tuple[int, int] | None:
+    """(busy, total) time of all CPUs since boot, in jiffies, from /proc/stat; None where there is none."""
+    try:
+        with open("/proc/stat") as stat:
+            fields = [int(value) for value in stat.readline().split()[1:]]
+    except (OSError, ValueError):
+        return None
+    idle = sum(fields[3:5])  # idle and iowait
+    return sum(fields) - idle, sum(fields)
+
+
 def error_text(exc: BaseException) -> str:
     if isinstance(exc, BaseExceptionGroup):
         return "; ".join(error_text(inner) for inner in exc.exceptions)

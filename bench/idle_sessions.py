@@ -173,8 +173,8 @@ class Opener:
         try:
             response = await self.http.post(self.url, json=init, headers=headers)
             response.raise_for_status()
+            check_result(reply_of(response), "initialize")  # first: a refusal says why, and has no id
             session_id = response.headers[SESSION_HEADER]
-            check_result(reply_of(response), "initialize")
             headers |= {SESSION_HEADER: session_id, "mcp-protocol-version": PROTOCOL}
             notified = await self.http.post(
                 self.url, json=rpc("notifications/initialized", {}, None), headers=headers

@@ -60,6 +60,17 @@ STYLES: Final = {
 }
 
 
+def settling_note(settling: dict[str, Any] | None) -> str:
+    """What the run waited for the CPUs to settle between targets (runs that recorded it)."""
+    if not settling:
+        return ""
+    return (
+        f" Before each target's turn the run waited for the CPUs to go quiet (a peer's work outlives its "
+        f"turn): {settling['waits']} waits, {settling['waited_s']} s in all, {settling['gave_up']} still "
+        f"busy after {settling['limit_s']:g} s."
+    )
+
+
 def load(results: Path, name: str) -> dict[str, Any] | None:
     path = results / f"{name}.json"
     if not path.exists():
@@ -332,7 +343,8 @@ def sidecar_section(sidecar: dict[str, Any], images: list[str]) -> list[str]:
         f"Run {sidecar['started_at']}, {sidecar['runtime_s']:.0f} s; load average {env['loadavg_start']} at "
         f"the start, {env['loadavg_end']} at the end. Client: the official Python SDK (mcp {env['mcp']}). "
         f"Peers: {peers}. All targets share one proxy_target backend process (HTTP) or start proxy_target "
-        "over stdio; every proxy runs as shipped, with its default logging.",
+        "over stdio; every proxy runs as shipped, with its default logging."
+        + settling_note(env.get("settling")),
         "",
         "- **HTTP backend**: direct (client → proxy_target), mcplane (`mcplane-sidecar URL`), "
         "fastmcp's proxy (`create_proxy(URL)`), and a yardstick, not a peer: the bare relay "

@@ -71,7 +71,7 @@ import anyio  # noqa: E402
 import httpx  # noqa: E402
 import uvicorn  # noqa: E402
 from _interrupt import run_interruptibly  # noqa: E402
-from _measure import LatencySummary, error_text, rotated, write_report  # noqa: E402
+from _measure import LatencySummary, cpu_jiffies, error_text, rotated, write_report  # noqa: E402
 from mcp import Client  # noqa: E402
 from mcp_types.version import LATEST_MODERN_VERSION, MODERN_PROTOCOL_VERSIONS  # noqa: E402
 
@@ -109,6 +109,12 @@ SLICE_S: Final = 1.0  # throughput load is applied to one target at a time, in s
 # SIGTERM grace before SIGKILL: a sidecar interrupted mid-run drains in-flight requests, then stops one
 # stdio server per session; killed early, it would orphan them (the run kills leftovers by PID anyway).
 PROCESS_STOP_TIMEOUT_S: Final = 15.0
+# Before each target's turn the machine must have settled: at most this share of its CPUs busy over one
+# window, waiting at most SETTLE_CPU_LIMIT_S. A peer's work outlives its turn (fastmcp's proxy closing a
+# backend session per request, the shared backend closing them), and it must not land on the next target.
+SETTLE_CPU_BUSY: Final = 0.25
+SETTLE_CPU_WINDOW_S: Final = 0.1
+SETTLE_CPU_LIMIT_S: Final = 2.0
 
 EraName = Literal["2025", "2026"]
 ERA_MODES: Final[dict[EraName, str]] = {"2025": "legacy", "2026": "auto"}
@@ -184,7 +190,9 @@ class SessionCountingApp:
 
 
 def serve_http_target(port: int) -> None:
-    uvicorn.run(SessionCountingApp(build_app()), host=LOOPBACK, port=port, log_level="warning")
+    # Unlimited sessions: idle_sessions.py holds 10,050 through one sidecar, past the SDK's default cap.
+    app = SessionCountingApp(build_app(max_sessions=None))
+    uvicorn.run(app, host=LOOPBACK, port=port, log_level="warning")
 
 
 # --- statistics ---------------------------------------------------------------------------------------
@@ -383,6 +391,43 @@ def pid_alive(pid: int) -> bool:
 # --- measurements -------------------------------------------------------------------------------------
 
 
+class MachineSettling:
+    """Waits for the CPUs to go quiet between targets, and keeps count of how long that took."""
+
+    def __init__(self) -> None:
+        self.waits = 0
+        self.waited_s = 0.0
+        self.gave_up = 0  # waits that hit SETTLE_CPU_LIMIT_S with the machine still busy
+
+    async def settle(self) -> None:
+        started = time.perf_counter()
+        before = cpu_jiffies()
+        while before is not None and time.perf_counter() - started < SETTLE_CPU_LIMIT_S:
+            await anyio.sleep(SETTLE_CPU_WINDOW_S)
+            now = cpu_jiffies()
+            if now is None:
+                break
+            busy, total = now[0] - before[0], now[1] - before[1]
+            if total > 0 and busy / total <= SETTLE_CPU_BUSY:
+                break
+            before = now
+        else:
+            self.gave_up += before is not None
+        self.waits += 1
+        self.waited_s += time.perf_counter() - started
+
+    def summary(self) -> dict[str, float]:
+        return {
+            "waits": self.waits,
+            "waited_s": round(self.waited_s, 1),
+            "gave_up": self.gave_up,
+            "limit_s": SETTLE_CPU_LIMIT_S,
+        }
+
+
+SETTLING: Final = MachineSettling()
+
+
 # Handshake-era sessions this run opened, per URL: what the sidecars' sessions_total should add up to.
 SESSIONS_OPENED: dict[str, int] = {}
 
@@ -487,6 +532,7 @@ async def measure_sequential(legs: Sequence[Leg], urls: dict[str, str], calls: i
             for leg in rotated(active, round_no) if active else []:
                 if "sequential" in leg.phase_errors:
                     continue
+                await SETTLING.settle()
                 client = clients[leg.target]
                 bucket = samples[leg.target]
                 try:
@@ -656,6 +702,7 @@ async def measure_throughput(
             backend_cpu = dict.fromkeys(runs, 0.0)
             for round_no in range(rounds):
                 for leg in rotated(legs, round_no):
+                    await SETTLING.settle()
                     client_before, backend_before = time.process_time(), proc_usage(backend_pid)
                     await runs[leg.target].run_slice(duration / rounds)
                     client_cpu[leg.target] += time.process_time() - client_before
@@ -914,6 +961,7 @@ def cell(value: float | None, ratio_value: float | None = None, digits: int = 2)
 def markdown(report: dict[str, Any], legs: Sequence[Leg], labels: dict[str, str]) -> str:
     params = report["parameters"]
     env = report["environment"]
+    settling = env["settling"]
     levels: list[int] = params["sessions"]
     lines = [
         "# mcplane sidecar and peers: latency, throughput, set-up, CPU and memory",
@@ -925,6 +973,11 @@ def markdown(report: dict[str, Any], legs: Sequence[Leg], labels: dict[str, str]
         f"{', '.join(map(str, levels))} concurrent sessions x {params['duration']} s per target for "
         f"throughput (in {SLICE_S:g} s slices rotating over the targets), "
         f"{params['setups']} set-ups; total {report['runtime_s']} s.",
+        "",
+        f"Before each target's turn (sequential rounds, throughput slices) the run waited for the CPUs to "
+        f"settle (at most {SETTLE_CPU_BUSY:.0%} busy over {SETTLE_CPU_WINDOW_S:g} s, for up to "
+        f"{SETTLE_CPU_LIMIT_S:g} s): {settling['waits']} waits, {settling['waited_s']} s in all, "
+        f"{settling['gave_up']} still busy at the limit.",
         "",
         "Times in ms; (xn) is the ratio to direct in the same era (and at the same concurrency).",
         "",
@@ -1322,6 +1375,7 @@ async def run(options: Options) -> dict[str, Any]:
             "peers": peers,
             "platform": platform.platform(),
             "logs": str(log_dir),
+            "settling": SETTLING.summary(),
         },
         "targets": labels,
         "legs": [asdict(leg) for leg in legs],
