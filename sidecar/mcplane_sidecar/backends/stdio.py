@@ -379,9 +379,11 @@ class StdioLink:
             release_start_slot = None if spare is not None else await self._starts.admit()
             try:
                 process = spare or await spawn_server(self._config)
-            except (OSError, ValueError) as exc:
+            except BaseException as exc:
                 if release_start_slot is not None:
                     release_start_slot()
+                if not isinstance(exc, (OSError, ValueError)):
+                    raise  # cancelled mid-spawn: the link is closing
                 reason = f"cannot start backend: {exc}"
                 logger.warning("%s; retrying in %g s", reason, delay, extra={"session_id": self._label})
                 self._metrics.backend_errors.labels(kind="spawn").inc()
@@ -395,6 +397,8 @@ class StdioLink:
                 restart_reason = await self._serve(run)
             finally:
                 self._run = None
+                if release_start_slot is not None:
+                    release_start_slot()  # a no-op once the process was seen to start
                 with anyio.CancelScope(shield=True):
                     await _stop_process(process, self._label)
             if anyio.current_time() - started_at >= STABLE_UPTIME:

@@ -85,8 +85,10 @@ class WarmSpares:
                 release = await self._gate.admit()
                 try:
                     process = await self._spawn()
-                except (OSError, ValueError) as exc:
+                except BaseException as exc:
                     release()
+                    if not isinstance(exc, (OSError, ValueError)):
+                        raise  # cancelled: the sidecar is stopping
                     logger.warning("cannot start a spare backend process: %s", exc)
                     await self._back_off()
                     continue
