@@ -8,10 +8,12 @@ import sys
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
+from typing import Any
 
 import anyio
 import httpx
 import pytest
+from fastapi import FastAPI
 
 from mcplane_sidecar import build_config, create_app
 from tests.e2e.proxy_harness import (
@@ -88,10 +90,7 @@ async def test_a_session_whose_client_gave_up_on_initialize_is_closed() -> None:
         f"sys.argv = [{str(FIXTURES / 'stdio_echo_server.py')!r}]; "
         "runpy.run_path(sys.argv[0], run_name='__main__')"
     )
-    config = build_config(
-        {"backend": {"kind": "stdio", "stdio": {"command": sys.executable, "args": ["-c", slow_start]}}}
-    )
-    app = create_app(config)
+    app = _stdio_app(["-c", slow_start])
     async with serve_asgi(app) as base, httpx.AsyncClient(timeout=DEADLINE) as http:
         url = f"{base}/mcp"
         with pytest.raises(httpx.ReadTimeout):
@@ -101,12 +100,18 @@ async def test_a_session_whose_client_gave_up_on_initialize_is_closed() -> None:
             status = (await http.get(f"{base}/status")).json()
             return bool(status["activeSessions"] == 0)
 
-        # Opened once the server is up (about 1.5 s), then closed at once: nobody can use it.
+        # Closed once the sidecar sees the client gone (0.25 s into the wait), while its server still starts.
         await eventually(abandoned_session_closed, within=DEADLINE, what="the abandoned session closed")
         session_id = await open_session(http, url)  # a client that waits still gets its session
         assert session_id
         status = (await http.get(f"{base}/status")).json()
         assert status["activeSessions"] == 1
+
+
+def _stdio_app(args: list[str], **settings: Any) -> FastAPI:
+    """A sidecar in front of `python ARGS` over stdio, with these stdio settings."""
+    stdio = {"command": sys.executable, "args": args, **settings}
+    return create_app(build_config({"backend": {"kind": "stdio", "stdio": stdio}}))
 
 
 def _recording_server(pid_file: Path) -> list[str]:
@@ -124,8 +129,7 @@ def _recording_server(pid_file: Path) -> list[str]:
 async def test_a_new_session_takes_a_started_spare_process(tmp_path: Path, spares: int) -> None:
     pid_file = tmp_path / "pids"
     pid_file.touch()
-    stdio = {"command": sys.executable, "args": _recording_server(pid_file), "warm_spares": spares}
-    app = create_app(build_config({"backend": {"kind": "stdio", "stdio": stdio}}))
+    app = _stdio_app(_recording_server(pid_file), warm_spares=spares)
 
     def started() -> list[int]:
         return [int(line) for line in pid_file.read_text().split()]
@@ -165,13 +169,7 @@ async def test_a_burst_of_sessions_starts_their_servers_a_slot_at_a_time(tmp_pat
     """Four sessions opened at once, one start slot: each server starts once the one before is ready."""
     log = tmp_path / "starts"
     log.touch()
-    stdio = {
-        "command": sys.executable,
-        "args": _timed_server(log),
-        "warm_spares": spares,
-        "max_concurrent_starts": 1,
-    }
-    app = create_app(build_config({"backend": {"kind": "stdio", "stdio": stdio}}))
+    app = _stdio_app(_timed_server(log), warm_spares=spares, max_concurrent_starts=1)
     async with serve_asgi(app) as base, httpx.AsyncClient(timeout=DEADLINE) as http:
         url = f"{base}/mcp"
         session_ids: list[str] = []
@@ -203,13 +201,7 @@ async def test_a_session_abandoned_while_its_server_waits_to_start_is_closed_bef
     has its session closed at once, and its server is never started."""
     log = tmp_path / "starts"
     log.touch()
-    stdio = {
-        "command": sys.executable,
-        "args": _timed_server(log, busy_seconds=1.5),
-        "warm_spares": 0,
-        "max_concurrent_starts": 1,
-    }
-    app = create_app(build_config({"backend": {"kind": "stdio", "stdio": stdio}}))
+    app = _stdio_app(_timed_server(log, busy_seconds=1.5), warm_spares=0, max_concurrent_starts=1)
 
     def starts() -> int:
         return log.read_text().count("start")
