@@ -52,6 +52,11 @@ class Metrics:
             "mcplane_backend_errors_total", "Failures talking to the backend, by kind.", ["kind"], registry=r
         )
         self.inflight = Gauge("mcplane_inflight_requests", "Requests awaiting a response.", registry=r)
+        self.stdio_starts_waiting = Gauge(
+            "mcplane_stdio_starts_waiting",
+            "stdio server processes waiting for a start slot (backend.stdio.max_concurrent_starts).",
+            registry=r,
+        )
         self.backend_restarts = Counter(
             "mcplane_backend_restarts_total",
             "Backend processes restarted or sessions re-initialized.",

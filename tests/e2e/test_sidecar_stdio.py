@@ -211,8 +211,18 @@ async def test_a_session_abandoned_while_its_server_waits_to_start_is_closed_bef
         async with anyio.create_task_group() as tg:
             tg.start_soon(open_session, http, url)  # takes the slot for its 1.5 s start
             await eventually(lambda: starts() == 1, within=DEADLINE, what="the first server starting")
-            with pytest.raises(httpx.ReadTimeout):
-                await http.post(url, json=initialize_request(), headers={"accept": ACCEPT_BOTH}, timeout=0.5)
+
+            async def one_start_waits() -> bool:
+                return "mcplane_stdio_starts_waiting 1.0" in (await http.get(f"{base}/metrics")).text
+
+            async def give_up_while_queued() -> None:
+                opening = initialize_request()
+                with pytest.raises(httpx.ReadTimeout):
+                    await http.post(url, json=opening, headers={"accept": ACCEPT_BOTH}, timeout=1)
+
+            async with anyio.create_task_group() as giving_up:
+                giving_up.start_soon(give_up_while_queued)
+                await eventually(one_start_waits, within=DEADLINE, what="the second start queued")
 
             async def only_the_first_session_is_open() -> bool:
                 status = (await http.get(f"{base}/status")).json()
@@ -223,3 +233,4 @@ async def test_a_session_abandoned_while_its_server_waits_to_start_is_closed_bef
         # this one's (the queue is first come, first served).
         await open_session(http, url)
         assert starts() == 2
+        assert "mcplane_stdio_starts_waiting 0.0" in (await http.get(f"{base}/metrics")).text

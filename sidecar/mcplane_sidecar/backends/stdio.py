@@ -606,7 +606,10 @@ class StdioBackend:
         self.metrics = metrics
         # Also the deadline of a replayed initialize: a server that cannot answer it is not usable.
         self.request_timeout = request_timeout
-        self.starts = StartGate(config.max_concurrent_starts or default_start_slots())
+        start_slots = config.max_concurrent_starts or default_start_slots()
+        logger.info("stdio servers start at most %d at a time", start_slots)
+        self.starts = StartGate(start_slots)
+        metrics.stdio_starts_waiting.set_function(lambda: self.starts.waiting)  # read at scrape time
         self.spares = WarmSpares(
             partial(spawn_server, config),
             partial(_stop_process, label="spare"),

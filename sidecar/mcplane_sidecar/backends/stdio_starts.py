@@ -13,7 +13,6 @@ passed. The idle check reads /proc and is skipped where there is none; the other
 
 from __future__ import annotations
 
-import logging
 import math
 import os
 from collections.abc import Callable
@@ -22,8 +21,6 @@ from typing import Final
 
 import anyio
 from anyio.abc import Process
-
-logger = logging.getLogger(__name__)
 
 # A server slower to start than this gives its slot back anyway: the gate paces starts, it never stalls them.
 HOLD_LIMIT: Final = 10.0
@@ -62,7 +59,6 @@ class StartGate:
     """A fixed number of start slots, taken before a server process is spawned."""
 
     def __init__(self, slots: int, *, hold_limit: float = HOLD_LIMIT, idle_poll: float = IDLE_POLL) -> None:
-        self.slots = slots
         self._free = anyio.Semaphore(slots)
         self._hold_limit = hold_limit
         self._idle_poll = idle_poll
