@@ -402,17 +402,16 @@ class MachineSettling:
     async def settle(self) -> None:
         started = time.perf_counter()
         before = cpu_jiffies()
-        while before is not None and time.perf_counter() - started < SETTLE_CPU_LIMIT_S:
+        settled = before is None  # nothing to measure with: do not wait
+        while not settled and time.perf_counter() - started < SETTLE_CPU_LIMIT_S:
             await anyio.sleep(SETTLE_CPU_WINDOW_S)
             now = cpu_jiffies()
-            if now is None:
+            if now is None or before is None:
                 break
             busy, total = now[0] - before[0], now[1] - before[1]
-            if total > 0 and busy / total <= SETTLE_CPU_BUSY:
-                break
+            settled = total > 0 and busy / total <= SETTLE_CPU_BUSY
             before = now
-        else:
-            self.gave_up += before is not None
+        self.gave_up += not settled
         self.waits += 1
         self.waited_s += time.perf_counter() - started
 
