@@ -114,25 +114,29 @@ def _stdio_app(args: list[str], **settings: Any) -> FastAPI:
     return create_app(build_config({"backend": {"kind": "stdio", "stdio": stdio}}))
 
 
-def _recording_server(pid_file: Path) -> list[str]:
-    """proxy_target over stdio, which first appends its pid to `pid_file` and takes a second to start."""
+def _timed_server(log: Path, busy_seconds: float = 0.0) -> list[str]:
+    """stdio_echo_server, which logs `start PID TIME` as it begins and `ready PID TIME` once imported;
+    `busy_seconds` of CPU burnt first make its start slower."""
     script = (
-        "import os, runpy, sys, time; "
-        f"open({str(pid_file)!r}, 'a').write(f'{{os.getpid()}}\\n'); time.sleep(1); "
-        f"sys.argv = [{str(FIXTURES / 'proxy_target.py')!r}, '--transport', 'stdio']; "
-        "runpy.run_path(sys.argv[0], run_name='__main__')"
+        "import os, runpy, time; "
+        f"log = lambda what: open({str(log)!r}, 'a').write(f'{{what}} {{os.getpid()}} {{time.time()}}\\n'); "
+        "log('start'); "
+        f"end = time.process_time() + {busy_seconds}\n"
+        "while time.process_time() < end: pass\n"
+        f"server = runpy.run_path({str(FIXTURES / 'stdio_echo_server.py')!r})['server']; "
+        "log('ready'); server.run('stdio')"
     )
     return ["-c", script]
 
 
 @pytest.mark.parametrize("spares", [1, 0])
 async def test_a_new_session_takes_a_started_spare_process(tmp_path: Path, spares: int) -> None:
-    pid_file = tmp_path / "pids"
-    pid_file.touch()
-    app = _stdio_app(_recording_server(pid_file), warm_spares=spares)
+    log = tmp_path / "starts"
+    log.touch()
+    app = _stdio_app(_timed_server(log), warm_spares=spares)
 
     def started() -> list[int]:
-        return [int(line) for line in pid_file.read_text().split()]
+        return [int(line.split()[1]) for line in log.read_text().splitlines() if line.startswith("start")]
 
     async with serve_asgi(app) as base, httpx.AsyncClient(timeout=DEADLINE) as http:
         url = f"{base}/mcp"
@@ -147,21 +151,6 @@ async def test_a_new_session_takes_a_started_spare_process(tmp_path: Path, spare
         if spares:
             # ... which was the spare; a new one is started behind it for the next session.
             await eventually(lambda: len(started()) == 2, within=DEADLINE, what="a new spare")
-
-
-def _timed_server(log: Path, busy_seconds: float = 0.0) -> list[str]:
-    """stdio_echo_server, which logs `start PID TIME` as it begins and `ready PID TIME` once imported;
-    `busy_seconds` of CPU burnt first make its start slower."""
-    script = (
-        "import os, runpy, time; "
-        f"log = lambda what: open({str(log)!r}, 'a').write(f'{{what}} {{os.getpid()}} {{time.time()}}\\n'); "
-        "log('start'); "
-        f"end = time.process_time() + {busy_seconds}\n"
-        "while time.process_time() < end: pass\n"
-        f"server = runpy.run_path({str(FIXTURES / 'stdio_echo_server.py')!r})['server']; "
-        "log('ready'); server.run('stdio')"
-    )
-    return ["-c", script]
 
 
 @pytest.mark.parametrize("spares", [0, 1])
