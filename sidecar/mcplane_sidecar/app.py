@@ -11,12 +11,12 @@ from typing import Final
 
 import anyio
 from fastapi import FastAPI
-from mcp_types.jsonrpc import INTERNAL_ERROR
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from starlette.middleware.cors import CORSMiddleware
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
+from starlette.types import ASGIApp, Receive, Scope, Send
 
 from mcplane_sidecar.backends.factory import build_backend, new_http_client
 from mcplane_sidecar.config import ConfigError, SidecarConfig
@@ -25,7 +25,7 @@ from mcplane_sidecar.front.direct_route import DirectRoutes
 from mcplane_sidecar.front.field_values import TrimmedFieldValues
 from mcplane_sidecar.front.inbound import Admission
 from mcplane_sidecar.front.legacy_sse import LegacySseEndpoints
-from mcplane_sidecar.front.responses import jsonrpc_error
+from mcplane_sidecar.front.responses import internal_error
 from mcplane_sidecar.front.security import Guard, read_tokens
 from mcplane_sidecar.front.stateless import StatelessRelay
 from mcplane_sidecar.front.streamable_http import StreamableHttpEndpoint
@@ -97,7 +97,23 @@ class Sidecar:
                 await self.http.aclose()
 
 
-def create_app(config: SidecarConfig, *, metrics: Metrics | None = None) -> FastAPI:
+class SidecarApp(FastAPI):
+    """FastAPI with a front door: every request meets `front` first (header trimming, CORS, the hot routes:
+    front/direct_route.py), and what the hot routes do not serve goes on to FastAPI's own stack."""
+
+    front: ASGIApp | None = None
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if self.front is None:
+            await self.full_stack(scope, receive, send)
+        else:
+            await self.front(scope, receive, send)
+
+    async def full_stack(self, scope: Scope, receive: Receive, send: Send) -> None:
+        await super().__call__(scope, receive, send)
+
+
+def create_app(config: SidecarConfig, *, metrics: Metrics | None = None) -> SidecarApp:
     sidecar = Sidecar(config, metrics)
 
     @asynccontextmanager
@@ -105,7 +121,9 @@ def create_app(config: SidecarConfig, *, metrics: Metrics | None = None) -> Fast
         async with sidecar.running():
             yield
 
-    app = FastAPI(title=f"mcplane sidecar ({config.name})", lifespan=lifespan, docs_url=None, redoc_url=None)
+    app = SidecarApp(
+        title=f"mcplane sidecar ({config.name})", lifespan=lifespan, docs_url=None, redoc_url=None
+    )
     app.state.sidecar = sidecar
     sessions = config.sessions
     admission = Admission(
@@ -127,17 +145,17 @@ def create_app(config: SidecarConfig, *, metrics: Metrics | None = None) -> Fast
         max_body_bytes=sessions.max_body_bytes,
     )
     # Every method reaches the MCP endpoint, which answers those it does not serve with a JSON-RPC 405.
-    hot_routes = [Route(config.server.path, mcp.__call__, methods=HTTP_METHODS)]
+    hot_routes = [
+        Route(config.server.path, mcp.__call__, methods=HTTP_METHODS),
+        Route(config.server.message_path, legacy.post, methods=["POST"]),  # a legacy SSE client's messages
+    ]
     hot_routes += getattr(sidecar.backend, "routes", list)()  # e.g. the webhook backend's callbacks
-    app.router.routes.extend(hot_routes)  # served by DirectRoutes below; the router keeps them for the rest
+    app.router.routes.extend(hot_routes)  # served by the front door below; the router answers the rest
     app.add_api_route(config.server.sse_path, legacy.stream, methods=["GET"], include_in_schema=False)
-    app.add_api_route(config.server.message_path, legacy.post, methods=["POST"], include_in_schema=False)
 
     @app.exception_handler(Exception)
     async def unexpected(request: Request, exc: Exception) -> Response:
-        # Never a stack trace to a client: log it, answer a JSON-RPC internal error.
-        logger.exception("unexpected error serving %s %s", request.method, request.url.path, exc_info=exc)
-        return jsonrpc_error(500, None, INTERNAL_ERROR, "Internal error in the proxy")
+        return internal_error(request, exc)  # never a stack trace to a client
 
     @app.get("/healthz", include_in_schema=False)
     async def healthz() -> JSONResponse:
@@ -168,15 +186,14 @@ def create_app(config: SidecarConfig, *, metrics: Metrics | None = None) -> Fast
     async def metrics_endpoint(_: Request) -> Response:
         return Response(generate_latest(sidecar.metrics.registry), media_type=CONTENT_TYPE_LATEST)
 
-    # Added first, so innermost of the middleware: CORS and header trimming still apply to the hot routes.
-    app.add_middleware(DirectRoutes, routes=hot_routes)
+    front: ASGIApp = DirectRoutes(app.full_stack, routes=hot_routes)
     if config.security.cors_origins:
-        app.add_middleware(
-            CORSMiddleware,
+        front = CORSMiddleware(
+            front,
             allow_origins=config.security.cors_origins,
             allow_methods=MCP_METHODS,
             allow_headers=CORS_ALLOWED,
             expose_headers=CORS_EXPOSED,
         )
-    app.add_middleware(TrimmedFieldValues)
+    app.front = TrimmedFieldValues(front)
     return app

@@ -89,6 +89,9 @@ def run_http(config: SidecarConfig) -> None:
         port=config.server.port,
         log_config=None,
         access_log=False,
+        # Nothing here reads the peer's address or scheme; rewriting them from X-Forwarded-* on every request
+        # would be work for nothing.
+        proxy_headers=False,
         timeout_graceful_shutdown=STREAM_CLOSE_GRACE,
         lifespan="on",
     )

@@ -1,4 +1,4 @@
-"""The hot routes' shortcut past the router keeps what the router gave them: the error handler, 405s."""
+"""The hot routes, served ahead of FastAPI, keep what its stack gave them: the error answer, 405s."""
 
 from __future__ import annotations
 
@@ -49,6 +49,23 @@ async def test_an_error_escaping_the_mcp_endpoint_is_a_json_rpc_500_without_a_tr
             json=MODERN_CALL,
             headers={"accept": "application/json, text/event-stream", "mcp-protocol-version": "2026-07-28"},
         )
+    assert answer.status_code == 500
+    assert answer.json()["error"] == {"code": -32603, "message": "Internal error in the proxy"}
+    assert "secret detail" not in answer.text
+
+
+async def test_an_error_escaping_a_route_behind_the_hot_ones_is_the_same_json_rpc_500(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    app = create_app(build_config({"backend": {"kind": "http", "url": "http://127.0.0.1:9/mcp"}}))
+    sidecar: Sidecar = app.state.sidecar
+
+    async def broken_check() -> str | None:
+        raise RuntimeError("secret detail of a bug")
+
+    monkeypatch.setattr(sidecar, "check_ready", broken_check)
+    async with _client(app) as http:
+        answer = await http.get("/readyz")
     assert answer.status_code == 500
     assert answer.json()["error"] == {"code": -32603, "message": "Internal error in the proxy"}
     assert "secret detail" not in answer.text

@@ -1,11 +1,10 @@
-"""The hot routes' shortcut past FastAPI's router.
+"""The hot routes, served ahead of FastAPI.
 
 Every relayed message is one request to the MCP path, and every webhook reply one request to a callback
-path. On those, FastAPI's exception middleware, its exit-stack middleware, the router and Starlette's
-per-route exception wrapper do nothing for us; skipping them saves about 7 of 29-32 us per request
-(in-process, docs/performance.md). This middleware sits inside the CORS and header-trimming middleware and
-outside all of that; an error escaping an endpoint still reaches the app's handler, in the outermost
-ServerErrorMiddleware.
+path. For those FastAPI's stack does nothing we need: its per-request OpenTelemetry check (which looks up
+the global providers every time), its body-limit, exception and exit-stack middleware, the router and the
+per-route wrapper. So the sidecar's app puts DirectRoutes in front of all of that (app.py), inside only the
+header trimming and CORS, and answers an error escaping an endpoint here as the app's handler would.
 """
 
 from __future__ import annotations
@@ -16,10 +15,12 @@ from starlette.requests import Request
 from starlette.routing import Match, Route
 from starlette.types import ASGIApp, Receive, Scope, Send
 
+from mcplane_sidecar.front.responses import internal_error
+
 
 class DirectRoutes:
-    """ASGI middleware: an HTTP request one of `routes` fully matches (path and method) goes straight to
-    that route's endpoint; everything else, a known path with the wrong method included, to the app.
+    """ASGI app: an HTTP request one of `routes` fully matches (path and method) goes straight to that
+    route's endpoint; everything else, a known path with the wrong method included, to `app`.
 
     The routes must also be registered with the app's router, which answers those partial matches."""
 
@@ -33,7 +34,11 @@ class DirectRoutes:
                 match, child_scope = route.matches(scope)
                 if match is Match.FULL:
                     scope.update(child_scope)  # path parameters, as the router would set them
-                    response = await route.endpoint(Request(scope, receive, send))
+                    request = Request(scope, receive, send)
+                    try:
+                        response = await route.endpoint(request)
+                    except Exception as exc:  # our bug: logged, and the client gets a JSON-RPC error
+                        response = internal_error(request, exc)
                     await response(scope, receive, send)
                     return
         await self.app(scope, receive, send)

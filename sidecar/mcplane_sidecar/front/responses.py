@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import logging
 from collections.abc import AsyncIterator, Mapping
 from typing import Any, Final
 
+from mcp_types.jsonrpc import INTERNAL_ERROR
 from sse_starlette import EventSourceResponse, ServerSentEvent
+from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
 from mcplane_sidecar.core.replay import ReplayStream
@@ -23,6 +26,8 @@ STREAM_HEADERS: Final = {"x-accel-buffering": "no", "cache-control": "no-cache, 
 # Comment lines keep idle streams alive through load balancers that cut silent connections.
 KEEPALIVE_SECONDS: Final = 15
 
+logger = logging.getLogger(__name__)
+
 
 def jsonrpc_error(
     status: int,
@@ -36,6 +41,12 @@ def jsonrpc_error(
     return JSONResponse(
         error_response(id_, code, message, data), status_code=status, headers=dict(headers or {})
     )
+
+
+def internal_error(request: Request, exc: Exception) -> Response:
+    """The answer to a request our own code failed: logged with its trace, never shown to the client."""
+    logger.exception("unexpected error serving %s %s", request.method, request.url.path, exc_info=exc)
+    return jsonrpc_error(500, None, INTERNAL_ERROR, "Internal error in the proxy")
 
 
 def proxy_error_response(exc: ProxyError, id_: RequestId | None) -> Response:
